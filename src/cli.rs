@@ -1,0 +1,123 @@
+//! Command line: `ibkr-mcp spec patch` and `ibkr-mcp spec report`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::spec;
+
+/// MCP server for the Interactive Brokers Web API.
+#[derive(Debug, Parser)]
+#[command(name = "ibkr-mcp", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with IBKR's OpenAPI document: write the repaired document, or report on a repair.
+    #[command(subcommand)]
+    Spec(SpecCommand),
+}
+
+/// `ibkr-mcp spec ...`
+#[derive(Debug, Subcommand)]
+pub enum SpecCommand {
+    /// Write the repaired document (patches and built-in passes applied) as JSON.
+    Patch {
+        /// IBKR document to repair (JSON or YAML). Default: the document this binary was built
+        /// from (the pinned version unless the build set IBKR_OPENAPI_SPEC).
+        #[arg(long, value_name = "PATH")]
+        spec: Option<PathBuf>,
+        /// Patch folder to use instead of the patches built into this binary.
+        #[arg(long, value_name = "DIR")]
+        patches: Option<PathBuf>,
+        /// Where to write the repaired document (`-` for standard output).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print what the repair and the client generation do with a document: version and sha256,
+    /// each patch applied/skipped/failed, operations generated and excluded (with reasons),
+    /// and the problems our own checks find before and after.
+    Report {
+        /// IBKR document to report on. Default: the document this binary was built from.
+        #[arg(long, value_name = "PATH")]
+        spec: Option<PathBuf>,
+        /// Patch folder to use instead of the patches built into this binary.
+        #[arg(long, value_name = "DIR")]
+        patches: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
+}
+
+/// Report formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// For people.
+    Text,
+    /// For tools and tests.
+    Json,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Spec(cmd) => run_spec(cmd),
+    }
+}
+
+fn load_patches(dir: Option<PathBuf>) -> anyhow::Result<Vec<spec::repair::PatchFile>> {
+    match dir {
+        Some(d) => spec::repair::load_patches(&d).map_err(anyhow::Error::msg),
+        None => Ok(spec::embedded_patches()),
+    }
+}
+
+fn run_spec(cmd: SpecCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SpecCommand::Patch { spec: path, patches, out } => {
+            let text = match path {
+                None if patches.is_none() => spec::REPAIRED_SPEC.to_string(),
+                None => anyhow::bail!("--patches needs --spec (the built-in document is already repaired)"),
+                Some(p) => {
+                    let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                    let repaired = spec::repair::repair(&bytes, &load_patches(patches)?)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                    for o in &repaired.patches {
+                        if o.status != spec::repair::PatchStatus::Applied {
+                            eprintln!("patch {}: {:?}", o.name, o.status);
+                        }
+                    }
+                    serde_json::to_string_pretty(&repaired.doc)?
+                }
+            };
+            if out.as_os_str() == "-" {
+                println!("{text}");
+            } else {
+                std::fs::write(&out, text).with_context(|| format!("cannot write {}", out.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SpecCommand::Report { spec: path, patches, format } => {
+            let report: serde_json::Value = match path {
+                None if patches.is_none() => serde_json::from_str(spec::BUILD_REPORT)?,
+                None => anyhow::bail!("--patches needs --spec"),
+                Some(p) => serde_json::to_value(
+                    spec::report_for_file(&p, &load_patches(patches)?).map_err(anyhow::Error::msg)?,
+                )?,
+            };
+            match format {
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                ReportFormat::Text => print!("{}", spec::render_report(&report)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The generated IBKR Web API client and how we build it.
+//!
+//! `generated` is progenitor's output for the repaired document (see `build.rs`); nothing in it
+//! is edited by hand. Its error responses are deliberately untyped: any non-2xx status comes
+//! back as [`progenitor_client::Error::UnexpectedResponse`] with the whole response, so IBKR's
+//! own error text is never lost.
+
+use std::time::Duration;
+
+/// progenitor's output. Lints are silenced here only: the code is generated and IBKR's prose
+/// (doc comments) is not ours to fix.
+#[allow(warnings, clippy::all, clippy::pedantic, rustdoc::all)]
+pub mod generated {
+    include!(concat!(env!("OUT_DIR"), "/ibkr_api.rs"));
+}
+
+pub use generated::{Client, types};
+
+/// One operation of the generated client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeneratedOperation {
+    /// operationId in the repaired document.
+    pub operation_id: &'static str,
+    /// Upper-case HTTP method.
+    pub method: &'static str,
+    /// Path template, relative to the base URL (`/v1/api` on the gateway).
+    pub path: &'static str,
+    /// Name of the [`Client`] method.
+    pub rust_method: &'static str,
+    /// Generated success type (`types::X`, `()` or `ByteStream`).
+    pub response_type: &'static str,
+}
+
+/// The table of generated operations and typed decoding, written by `build.rs`.
+pub mod operations {
+    use super::GeneratedOperation;
+    include!(concat!(env!("OUT_DIR"), "/operations.rs"));
+
+    /// Looks an operation up by HTTP method and path template (parameter names ignored).
+    pub fn find(method: &str, path: &str) -> Option<&'static GeneratedOperation> {
+        let key = crate::spec::normalize_template(path);
+        OPERATIONS.iter().find(|op| {
+            op.method.eq_ignore_ascii_case(method) && crate::spec::normalize_template(op.path) == key
+        })
+    }
+}
+
+/// The gateway's default base URL: the Client Portal Gateway on this machine.
+pub const DEFAULT_GATEWAY_URL: &str = "https://localhost:5000/v1/api";
+
+/// Options for [`build_client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Base URL including the `/v1/api` prefix.
+    pub base_url: String,
+    /// Accept a self-signed certificate (the gateway's own).
+    pub accept_invalid_certs: bool,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            base_url: DEFAULT_GATEWAY_URL.to_string(),
+            accept_invalid_certs: false,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Builds the generated client over our own `reqwest` client: cookie-less (the gateway holds
+/// the session), a user agent naming us, timeouts, and the gateway's self-signed certificate
+/// accepted only when asked.
+pub fn build_client(opts: &ClientOptions) -> Result<Client, reqwest::Error> {
+    let http = reqwest::Client::builder()
+        .user_agent(concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5).min(opts.timeout))
+        .timeout(opts.timeout)
+        .tls_danger_accept_invalid_certs(opts.accept_invalid_certs)
+        .build()?;
+    Ok(Client::new_with_client(opts.base_url.trim_end_matches('/'), http))
+}
