@@ -153,7 +153,57 @@ pub fn generation_view(doc: &Value) -> (Value, Vec<Adaptation>) {
             .into(),
     });
     notes.extend(rename_colliding_components(&mut view));
+    notes.extend(drop_colliding_properties(&mut view));
     (view, notes)
+}
+
+/// Properties whose Rust field names would collide (`bgColor` beside `bg_color`) make a struct
+/// that does not compile. The later one is left out of the generated struct; its values are
+/// still kept, in the struct's map of undeclared keys (the open-objects pass).
+fn drop_colliding_properties(doc: &mut Value) -> Vec<Adaptation> {
+    fn walk(v: &mut Value, ptr: &str, notes: &mut Vec<Adaptation>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::Object(props)) = m.get_mut("properties") {
+                    let mut seen = BTreeSet::new();
+                    let dups: Vec<String> = props
+                        .keys()
+                        .filter(|k| !seen.insert(type_name_key(k)))
+                        .cloned()
+                        .collect();
+                    for d in dups {
+                        props.shift_remove(&d);
+                        notes.push(Adaptation {
+                            operation_id: "*".into(),
+                            note: format!(
+                                "property `{d}` of {ptr} not declared in the Rust type: its field \
+                                 name collides with another property's (its values are kept with \
+                                 the undeclared keys)"
+                            ),
+                        });
+                    }
+                }
+                for (k, c) in m.iter_mut() {
+                    if k != "example" && k != "examples" {
+                        walk(c, &format!("{ptr}/{}", ptr_token(k)), notes);
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, c) in a.iter_mut().enumerate() {
+                    walk(c, &format!("{ptr}/{i}"), notes);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut notes = Vec::new();
+    for key in ["paths", "components"] {
+        if let Some(v) = doc.get_mut(key) {
+            walk(v, &format!("/{key}"), &mut notes);
+        }
+    }
+    notes
 }
 
 fn has_json_body(resp: Option<&Value>) -> bool {
@@ -359,6 +409,9 @@ fn try_generate(doc: &Value) -> Result<String, String> {
     if let Some(dup) = duplicate_type(&file) {
         return Err(format!("generated code defines type `{dup}` twice"));
     }
+    if let Some(dup) = duplicate_field(&file) {
+        return Err(format!("generated struct `{}` declares field `{}` twice", dup.0, dup.1));
+    }
     Ok(prettyplease::unparse(&file))
 }
 
@@ -378,6 +431,33 @@ fn first_line(msg: &str) -> String {
         Some((i, _)) => format!("{}…", &first[..i]),
         None => first.to_string(),
     }
+}
+
+fn duplicate_field(file: &syn::File) -> Option<(String, String)> {
+    fn in_items(items: &[syn::Item]) -> Option<(String, String)> {
+        for item in items {
+            match item {
+                syn::Item::Struct(st) => {
+                    let mut seen = BTreeSet::new();
+                    for f in &st.fields {
+                        if let Some(id) = &f.ident {
+                            if !seen.insert(id.to_string()) {
+                                return Some((st.ident.to_string(), id.to_string()));
+                            }
+                        }
+                    }
+                }
+                syn::Item::Mod(m) => {
+                    if let Some(found) = m.content.as_ref().and_then(|(_, items)| in_items(items)) {
+                        return Some(found);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+    in_items(&file.items)
 }
 
 fn duplicate_type(file: &syn::File) -> Option<String> {
