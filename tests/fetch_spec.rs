@@ -1,0 +1,477 @@
+//! `scripts/fetch-spec` against a real HTTP server on loopback.
+//!
+//! Each test starts a small `std::net` server on `127.0.0.1:0` with canned responses: IBKR's
+//! documents read at test time from `../shared/ibkr-spec/` (never copied into the repository),
+//! a garbage body, and 404 for everything else. It then runs the script as a child process and
+//! checks its exit status, its verdict and the file it wrote (or did not write).
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+
+use sha2::{Digest, Sha256};
+
+/// sha256 of the pinned 2.20.0 document, as recorded in `spec/ibkr-openapi.lock`.
+const PINNED_SHA256: &str = "146b1940a5066ac1372506448daaeff9b0b3c110763bf869ffe5988ae9e6a7ff";
+/// sha256 of the 2.27.0 document, listed under `[known]` in the lock.
+const KNOWN_2_27_0_SHA256: &str =
+    "2ef657e26f09d91ee2bcf2112920e44339b5f533de421efa3fb408dfb34634ca";
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shared_spec_path(version: &str) -> PathBuf {
+    manifest_dir()
+        .join("../shared/ibkr-spec")
+        .join(version)
+        .join("openapi.json")
+}
+
+/// Reads one of IBKR's documents from beside the checkout. Missing input is a failure, not a skip.
+fn shared_spec(version: &str) -> Vec<u8> {
+    let path = shared_spec_path(version);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e}. These tests need IBKR's unmodified OpenAPI document {version} \
+             beside the checkout (../shared/ibkr-spec/{version}/openapi.json); by design it is \
+             not in the repository.",
+            path.display()
+        )
+    })
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(64);
+    for byte in Sha256::digest(bytes).iter() {
+        write!(hex, "{byte:02x}").expect("writing to a String cannot fail");
+    }
+    hex
+}
+
+/// One canned response, served for an exact request path.
+struct Route {
+    path: &'static str,
+    status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Route {
+    fn ok(path: &'static str, content_type: &'static str, body: Vec<u8>) -> Self {
+        Self {
+            path,
+            status: 200,
+            content_type,
+            body,
+        }
+    }
+}
+
+/// A loopback HTTP server that answers every unknown path with 404.
+struct Server {
+    base_url: String,
+    requests: Arc<AtomicUsize>,
+}
+
+impl Server {
+    fn start(routes: Vec<Route>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let port = listener.local_addr().expect("local address").port();
+        let routes = Arc::new(routes);
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&requests);
+        // The thread lives until the test process exits; each connection gets its own thread.
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let routes = Arc::clone(&routes);
+                thread::spawn(move || {
+                    // A client that hangs up early is not the server's problem.
+                    let _ = serve_one(stream, &routes);
+                });
+            }
+        });
+        Self {
+            base_url: format!("http://127.0.0.1:{port}"),
+            requests,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+fn serve_one(mut stream: TcpStream, routes: &[Route]) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header.trim_end().is_empty() {
+            break;
+        }
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let (status, reason, content_type, body) = match routes.iter().find(|r| r.path == path) {
+        Some(route) => (
+            route.status,
+            "Canned",
+            route.content_type,
+            route.body.as_slice(),
+        ),
+        None => (
+            404,
+            "Not Found",
+            "text/plain",
+            b"no such document".as_slice(),
+        ),
+    };
+    write!(
+        stream,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+/// A fresh, uniquely named directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!(
+            "ibkr-mcp-fetch-spec-{}-{tag}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        Self(path)
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What one run of the script did.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        format!(
+            "exit status {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    fn assert_code(&self, expected: i32) {
+        assert_eq!(
+            self.code,
+            Some(expected),
+            "unexpected exit status;\n{}",
+            self.describe()
+        );
+    }
+
+    fn assert_stdout_contains(&self, needle: &str) {
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?};\n{}",
+            self.describe()
+        );
+    }
+
+    fn assert_stderr_contains(&self, needle: &str) {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?};\n{}",
+            self.describe()
+        );
+    }
+}
+
+fn fetch_spec(args: &[&str], cwd: &Path) -> Run {
+    let script = manifest_dir().join("scripts/fetch-spec");
+    let mut command = Command::new(&script);
+    command.args(args).current_dir(cwd);
+    // Loopback must not go through whatever proxy the environment has configured.
+    for var in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        command.env_remove(var);
+    }
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn path_arg(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+#[test]
+fn fetch_spec_pinned_document_over_http_matches_pin() {
+    let document = shared_spec("2.20.0");
+    let server = Server::start(vec![Route::ok(
+        "/v3/api-docs",
+        "application/json",
+        document.clone(),
+    )]);
+    let dir = TempDir::new("pinned");
+    let out = dir.join("x.json");
+
+    let run = fetch_spec(
+        &[
+            "--url",
+            &server.url("/v3/api-docs"),
+            "--out",
+            path_arg(&out),
+        ],
+        &dir.0,
+    );
+
+    run.assert_code(0);
+    run.assert_stdout_contains("matches the pinned version 2.20.0 (sha256 verified)");
+    run.assert_stdout_contains(PINNED_SHA256);
+    assert_eq!(
+        server.requests(),
+        1,
+        "the script should have fetched once;\n{}",
+        run.describe()
+    );
+    let written = std::fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}", out.display()));
+    assert_eq!(
+        sha256_hex(&written),
+        PINNED_SHA256,
+        "written file differs from the pin"
+    );
+    assert!(
+        written == document,
+        "written file differs from the served document"
+    );
+}
+
+#[test]
+fn fetch_spec_newer_known_document_is_named_known_version() {
+    let document = shared_spec("2.27.0");
+    let server = Server::start(vec![Route::ok(
+        "/v3/api-docs",
+        "application/json",
+        document.clone(),
+    )]);
+    let dir = TempDir::new("known");
+    let out = dir.join("x.json");
+
+    let run = fetch_spec(
+        &[
+            "--url",
+            &server.url("/v3/api-docs"),
+            "--out",
+            path_arg(&out),
+        ],
+        &dir.0,
+    );
+
+    run.assert_code(0);
+    run.assert_stdout_contains("known version 2.27.0");
+    run.assert_stdout_contains("not the pinned 2.20.0");
+    let written = std::fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}", out.display()));
+    assert_eq!(sha256_hex(&written), KNOWN_2_27_0_SHA256);
+}
+
+#[test]
+fn fetch_spec_garbage_body_exits_2_without_output() {
+    let garbage = b"<html><body>Please log in</body></html>".to_vec();
+    let server = Server::start(vec![Route::ok("/v3/api-docs", "text/html", garbage)]);
+    let dir = TempDir::new("garbage");
+    let out = dir.join("x.json");
+
+    let run = fetch_spec(
+        &[
+            "--url",
+            &server.url("/v3/api-docs"),
+            "--out",
+            path_arg(&out),
+        ],
+        &dir.0,
+    );
+
+    run.assert_code(2);
+    run.assert_stderr_contains("not JSON");
+    run.assert_stderr_contains("--url");
+    assert_eq!(
+        server.requests(),
+        1,
+        "the script should have fetched once;\n{}",
+        run.describe()
+    );
+    assert!(
+        !out.exists(),
+        "no output file expected;\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn fetch_spec_http_404_exits_2_without_output() {
+    let server = Server::start(Vec::new());
+    let dir = TempDir::new("404");
+    let out = dir.join("x.json");
+
+    let run = fetch_spec(
+        &[
+            "--url",
+            &server.url("/no/such/api-docs"),
+            "--out",
+            path_arg(&out),
+        ],
+        &dir.0,
+    );
+
+    run.assert_code(2);
+    run.assert_stderr_contains("HTTP 404");
+    run.assert_stderr_contains("check the URL");
+    assert_eq!(
+        server.requests(),
+        1,
+        "the script should have fetched once;\n{}",
+        run.describe()
+    );
+    assert!(
+        !out.exists(),
+        "no output file expected;\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn fetch_spec_file_url_matches_pin() {
+    let source = shared_spec_path("2.20.0");
+    let document = shared_spec("2.20.0");
+    let source = std::fs::canonicalize(&source)
+        .unwrap_or_else(|e| panic!("canonicalize {}: {e}", source.display()));
+    let dir = TempDir::new("file-url");
+    let out = dir.join("x.json");
+    let url = format!("file://{}", source.display());
+
+    let run = fetch_spec(&["--url", &url, "--out", path_arg(&out)], &dir.0);
+
+    run.assert_code(0);
+    run.assert_stdout_contains("matches the pinned version 2.20.0 (sha256 verified)");
+    let written = std::fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}", out.display()));
+    assert!(
+        written == document,
+        "written file differs from the source document"
+    );
+}
+
+#[test]
+fn fetch_spec_plain_local_path_matches_pin() {
+    let source = shared_spec_path("2.20.0");
+    let document = shared_spec("2.20.0");
+    let dir = TempDir::new("plain-path");
+    let out = dir.join("x.json");
+
+    let run = fetch_spec(
+        &["--url", path_arg(&source), "--out", path_arg(&out)],
+        &dir.0,
+    );
+
+    run.assert_code(0);
+    run.assert_stdout_contains("matches the pinned version 2.20.0 (sha256 verified)");
+    let written = std::fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}", out.display()));
+    assert!(
+        written == document,
+        "written file differs from the source document"
+    );
+}
+
+#[test]
+fn fetch_spec_unreachable_url_exits_2_with_advice() {
+    let dir = TempDir::new("unreachable");
+    let out = dir.join("x.json");
+
+    let run = fetch_spec(
+        &["--url", "http://127.0.0.1:1/", "--out", path_arg(&out)],
+        &dir.0,
+    );
+
+    run.assert_code(2);
+    run.assert_stderr_contains("failed");
+    run.assert_stderr_contains("--url");
+    assert!(
+        !out.exists(),
+        "no output file expected;\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn fetch_spec_existing_different_file_is_kept_without_force() {
+    let document = shared_spec("2.20.0");
+    let server = Server::start(vec![Route::ok(
+        "/v3/api-docs",
+        "application/json",
+        document.clone(),
+    )]);
+    let dir = TempDir::new("no-force");
+    let out = dir.join("x.json");
+    let url = server.url("/v3/api-docs");
+    let previous = b"{\"an\": \"older download\"}".to_vec();
+    std::fs::write(&out, &previous).expect("write the previous file");
+
+    let refused = fetch_spec(&["--url", &url, "--out", path_arg(&out)], &dir.0);
+
+    refused.assert_code(1);
+    refused.assert_stderr_contains("--force");
+    let kept = std::fs::read(&out).expect("previous file still there");
+    assert!(
+        kept == previous,
+        "the existing file must not change without --force"
+    );
+
+    let forced = fetch_spec(&["--url", &url, "--out", path_arg(&out), "--force"], &dir.0);
+
+    forced.assert_code(0);
+    let written = std::fs::read(&out).expect("replaced file");
+    assert!(
+        written == document,
+        "--force should replace the file with the download"
+    );
+}
