@@ -1,0 +1,72 @@
+//! Shared test helpers: where the team's shared material lives, and loading recorded samples.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `../shared` beside the checkout. Tests that need it fail (never skip) when it is missing.
+pub fn shared_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the tests read IBKR's documents and recorded samples from the team's \
+         shared folder beside the checkout",
+        dir.display()
+    );
+    dir
+}
+
+/// A recorded gateway response from `../shared/ibkr-samples`.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// `<dir>/<file>` relative to the samples folder.
+    pub name: String,
+    /// Upper-case method.
+    pub method: String,
+    /// Path template, relative to `/v1/api`.
+    pub endpoint: String,
+    /// HTTP status.
+    pub status: u64,
+    /// Response body.
+    pub body: serde_json::Value,
+    /// `likely-live`, `unclear` or `hand-written`.
+    pub captured: String,
+    /// The grader's note.
+    pub note: String,
+}
+
+/// Every sample, sorted by name.
+pub fn samples() -> Vec<Sample> {
+    let root = shared_dir().join("ibkr-samples");
+    let mut out = Vec::new();
+    for dir in std::fs::read_dir(&root).expect("read ibkr-samples") {
+        let dir = dir.expect("dir entry").path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&dir).expect("read sample dir") {
+            let f = f.expect("file entry").path();
+            if f.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).expect("read sample"))
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            out.push(Sample {
+                name: format!(
+                    "{}/{}",
+                    dir.file_name().unwrap().to_string_lossy(),
+                    f.file_name().unwrap().to_string_lossy()
+                ),
+                method: s("method").to_uppercase(),
+                endpoint: s("endpoint"),
+                status: v["status"].as_u64().unwrap_or(0),
+                body: v["body"].clone(),
+                captured: v["source"]["captured"].as_str().unwrap_or_default().to_string(),
+                note: v["source"]["note"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}

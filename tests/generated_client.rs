@@ -1,0 +1,73 @@
+//! One real call through the generated client against an HTTP mock gateway on loopback.
+
+use httpmock::prelude::*;
+use ibkr_mcp::ibkr::{ClientOptions, build_client};
+
+#[tokio::test]
+async fn portfolio_accounts_over_http_returns_typed_accounts_and_keeps_undeclared_fields() {
+    let server = MockServer::start_async().await;
+    let mock = server
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/api/portfolio/accounts");
+            then.status(200).header("content-type", "application/json").json_body(serde_json::json!([
+                {
+                    "id": "DU1234567",
+                    "accountId": "DU1234567",
+                    "currency": "USD",
+                    "type": "DEMO",
+                    "desc": "DU1234567",
+                    "covestor": false,
+                    "brokerageAccess": true,
+                    // A key IBKR's schema does not declare (IBKR adds keys without notice): the
+                    // typed value must keep it.
+                    "newlyAddedByIbkr": {"nested": [1, 2.5]},
+                    "parent": {"mmc": [], "accountId": "", "isMParent": false, "isMChild": false, "isMultiplex": false}
+                }
+            ]));
+        })
+        .await;
+
+    let client = build_client(&ClientOptions {
+        base_url: format!("{}/v1/api", server.base_url()),
+        ..ClientOptions::default()
+    })
+    .expect("client");
+    let accounts = client.get_portfolio_accounts().send().await.expect("typed response").into_inner();
+
+    mock.assert_async().await;
+    assert_eq!(accounts.len(), 1);
+    let account = &accounts[0];
+    assert_eq!(account.id.as_deref(), Some("DU1234567"));
+    assert_eq!(account.currency.as_deref(), Some("USD"));
+    assert_eq!(account.brokerage_access, Some(true));
+    let undeclared = serde_json::json!({"nested": [1, 2.5]});
+    assert_eq!(account.extra.get("newlyAddedByIbkr"), Some(&undeclared));
+    // And it serializes back with the undeclared key.
+    let back = serde_json::to_value(account).expect("serialize");
+    assert_eq!(back["newlyAddedByIbkr"], undeclared);
+}
+
+#[tokio::test]
+async fn gateway_error_status_keeps_ibkr_error_text() {
+    let server = MockServer::start_async().await;
+    let mock = server
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/api/portfolio/accounts");
+            then.status(401).header("content-type", "text/plain").body("not authenticated");
+        })
+        .await;
+    let client = build_client(&ClientOptions {
+        base_url: format!("{}/v1/api", server.base_url()),
+        ..ClientOptions::default()
+    })
+    .expect("client");
+    let err = client.get_portfolio_accounts().send().await.expect_err("401 is an error");
+    mock.assert_async().await;
+    match err {
+        progenitor_client::Error::UnexpectedResponse(resp) => {
+            assert_eq!(resp.status().as_u16(), 401);
+            assert_eq!(resp.text().await.expect("body"), "not authenticated");
+        }
+        other => panic!("expected the raw response, got {other:?}"),
+    }
+}
