@@ -485,8 +485,12 @@ fn duplicate_type(file: &syn::File) -> Option<String> {
 /// Generates the client for `repaired` (already patched), keeping only operations whose id is
 /// in `allow` when given. Never panics: everything that goes wrong is in the result.
 pub fn generate(repaired: &Value, allow: Option<&BTreeSet<String>>) -> Generation {
+    // progenitor's panics are expected and reported as exclusions; keep them off stderr unless
+    // a developer asks for them (with their source location) to debug the generator.
     let previous_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    if std::env::var_os("IBKR_MCP_SHOW_GENERATOR_PANICS").is_none() {
+        std::panic::set_hook(Box::new(|_| {}));
+    }
     let result = generate_inner(repaired, allow);
     std::panic::set_hook(previous_hook);
     result
@@ -500,6 +504,10 @@ fn generate_inner(repaired: &Value, allow: Option<&BTreeSet<String>>) -> Generat
     let mut excluded = Vec::new();
     let mut ok: Vec<&ViewOp> = Vec::new();
     for op in &wanted {
+        if let Some(reason) = unexpressible(&view, op) {
+            excluded.push(exclusion(op, reason));
+            continue;
+        }
         match try_generate(&sub_document(&view, &[op])) {
             Ok(_) => ok.push(op),
             Err(reason) => excluded.push(exclusion(op, reason)),
@@ -511,6 +519,62 @@ fn generate_inner(repaired: &Value, allow: Option<&BTreeSet<String>>) -> Generat
     let generated = describe(&code, &ok);
     excluded.sort();
     Generation { code, generated, excluded, adaptations, fatal }
+}
+
+/// Wire formats progenitor cannot produce faithfully. These operations are excluded up front
+/// with a precise reason, rather than generated to send something IBKR does not expect.
+fn unexpressible(view: &Value, op: &ViewOp) -> Option<String> {
+    let item = &view["paths"][&op.path];
+    let operation = &item[op.method];
+    let body = operation.get("requestBody").and_then(|b| super::repair::resolve(view, b));
+    if let Some(content) = body.and_then(|b| b.get("content")).and_then(Value::as_object) {
+        let supported = |ct: &str| {
+            ct == "application/json"
+                || ct.starts_with("application/json;")
+                || ct == "application/x-www-form-urlencoded"
+                || ct == "text/plain"
+                || ct == "application/octet-stream"
+        };
+        if let Some(ct) = content.keys().find(|ct| !supported(ct)) {
+            return Some(format!(
+                "request body is `{ct}`, which progenitor cannot send (it would send a different \
+                 content type)"
+            ));
+        }
+    }
+    let params = item
+        .get("parameters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(operation.get("parameters").and_then(Value::as_array).into_iter().flatten());
+    for p in params {
+        let Some(p) = super::repair::resolve(view, p) else { continue };
+        let name = p.get("name").and_then(Value::as_str).unwrap_or("?");
+        match p.get("in").and_then(Value::as_str) {
+            Some("cookie") => {
+                return Some(format!(
+                    "cookie parameter `{name}`: progenitor does not send cookie parameters"
+                ));
+            }
+            Some("query") => {
+                let schema = p.get("schema").and_then(|s| super::repair::resolve(view, s));
+                let is_object = schema.is_some_and(|s| {
+                    s.get("type").and_then(Value::as_str) == Some("object")
+                        || (s.get("type").is_none() && s.contains_key("properties"))
+                });
+                if is_object {
+                    return Some(format!(
+                        "query parameter `{name}` is an object (style form, explode {}): \
+                         progenitor cannot serialize an object into a query string that way",
+                        p.get("explode").and_then(Value::as_bool).unwrap_or(true)
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn exclusion(op: &ViewOp, reason: String) -> Exclusion {
