@@ -82,12 +82,19 @@ fn load_patches(dir: Option<PathBuf>) -> anyhow::Result<Vec<spec::repair::PatchF
 
 fn run_spec(cmd: SpecCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        SpecCommand::Patch { spec: path, patches, out } => {
+        SpecCommand::Patch {
+            spec: path,
+            patches,
+            out,
+        } => {
             let text = match path {
                 None if patches.is_none() => spec::REPAIRED_SPEC.to_string(),
-                None => anyhow::bail!("--patches needs --spec (the built-in document is already repaired)"),
+                None => anyhow::bail!(
+                    "--patches needs --spec (the built-in document is already repaired)"
+                ),
                 Some(p) => {
-                    let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+                    let bytes = std::fs::read(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?;
                     let repaired = spec::repair::repair(&bytes, &load_patches(patches)?)
                         .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
                     for o in &repaired.patches {
@@ -101,16 +108,22 @@ fn run_spec(cmd: SpecCommand) -> anyhow::Result<ExitCode> {
             if out.as_os_str() == "-" {
                 println!("{text}");
             } else {
-                std::fs::write(&out, text).with_context(|| format!("cannot write {}", out.display()))?;
+                std::fs::write(&out, text)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        SpecCommand::Report { spec: path, patches, format } => {
+        SpecCommand::Report {
+            spec: path,
+            patches,
+            format,
+        } => {
             let report: serde_json::Value = match path {
                 None if patches.is_none() => serde_json::from_str(spec::BUILD_REPORT)?,
                 None => anyhow::bail!("--patches needs --spec"),
                 Some(p) => serde_json::to_value(
-                    spec::report_for_file(&p, &load_patches(patches)?).map_err(anyhow::Error::msg)?,
+                    spec::report_for_file(&p, &load_patches(patches)?)
+                        .map_err(anyhow::Error::msg)?,
                 )?,
             };
             match format {

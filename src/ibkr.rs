@@ -40,7 +40,8 @@ pub mod operations {
     pub fn find(method: &str, path: &str) -> Option<&'static GeneratedOperation> {
         let key = crate::spec::normalize_template(path);
         OPERATIONS.iter().find(|op| {
-            op.method.eq_ignore_ascii_case(method) && crate::spec::normalize_template(op.path) == key
+            op.method.eq_ignore_ascii_case(method)
+                && crate::spec::normalize_template(op.path) == key
         })
     }
 }
@@ -74,10 +75,17 @@ impl Default for ClientOptions {
 /// accepted only when asked.
 pub fn build_client(opts: &ClientOptions) -> Result<Client, reqwest::Error> {
     let http = reqwest::Client::builder()
-        .user_agent(concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!(
+            env!("CARGO_PKG_NAME"),
+            "/",
+            env!("CARGO_PKG_VERSION")
+        ))
         .connect_timeout(Duration::from_secs(5).min(opts.timeout))
         .timeout(opts.timeout)
         .tls_danger_accept_invalid_certs(opts.accept_invalid_certs)
         .build()?;
-    Ok(Client::new_with_client(opts.base_url.trim_end_matches('/'), http))
+    Ok(Client::new_with_client(
+        opts.base_url.trim_end_matches('/'),
+        http,
+    ))
 }

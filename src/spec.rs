@@ -59,10 +59,14 @@ pub struct Report {
 /// Repairs and generates a document read from `path`, with `patches`.
 pub fn report_for_file(path: &Path, patches: &[repair::PatchFile]) -> Result<Report, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let repaired = repair::repair(&bytes, patches).map_err(|e| format!("{}: {e}", path.display()))?;
+    let repaired =
+        repair::repair(&bytes, patches).map_err(|e| format!("{}: {e}", path.display()))?;
     let generation = generate::generate(&repaired.doc, None);
     Ok(Report {
-        input: ReportInput { path: path.display().to_string(), origin: "argument".into() },
+        input: ReportInput {
+            path: path.display().to_string(),
+            origin: "argument".into(),
+        },
         repair: repaired,
         generation,
     })
@@ -101,7 +105,10 @@ pub fn render_report(report: &serde_json::Value) -> String {
     );
     for p in &patches {
         let status = str_of(&p["status"]);
-        let reason = p["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default();
+        let reason = p["reason"]
+            .as_str()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
         let _ = writeln!(s, "  {:<8} {}{}", status, str_of(&p["name"]), reason);
     }
 
@@ -115,7 +122,11 @@ pub fn render_report(report: &serde_json::Value) -> String {
 
     let _ = writeln!(s, "\nInventory       before   after");
     for key in ["operations", "parameters", "examples", "schemas"] {
-        let _ = writeln!(s, "  {:<12} {:>7} {:>7}", key, r["before"][key], r["after"][key]);
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>7} {:>7}",
+            key, r["before"][key], r["after"][key]
+        );
     }
 
     let generated = g["generated"].as_array().map_or(0, Vec::len);
@@ -140,9 +151,17 @@ pub fn render_report(report: &serde_json::Value) -> String {
     }
     let adaptations = g["adaptations"].as_array().cloned().unwrap_or_default();
     if !adaptations.is_empty() {
-        let _ = writeln!(s, "\nAdaptations for the generator (the repaired document keeps the original):");
+        let _ = writeln!(
+            s,
+            "\nAdaptations for the generator (the repaired document keeps the original):"
+        );
         for a in &adaptations {
-            let _ = writeln!(s, "  [{}] {}", str_of(&a["operation_id"]), str_of(&a["note"]));
+            let _ = writeln!(
+                s,
+                "  [{}] {}",
+                str_of(&a["operation_id"]),
+                str_of(&a["note"])
+            );
         }
     }
 
@@ -172,8 +191,19 @@ pub fn render_report(report: &serde_json::Value) -> String {
             after.get(c).copied().unwrap_or(0)
         );
     }
-    for p in r["problems_after"].as_array().into_iter().flatten().take(20) {
-        let _ = writeln!(s, "    {} at {}: {}", str_of(&p["check"]), str_of(&p["pointer"]), str_of(&p["message"]));
+    for p in r["problems_after"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(20)
+    {
+        let _ = writeln!(
+            s,
+            "    {} at {}: {}",
+            str_of(&p["check"]),
+            str_of(&p["pointer"]),
+            str_of(&p["message"])
+        );
     }
     s
 }

@@ -32,7 +32,12 @@ async fn portfolio_accounts_over_http_returns_typed_accounts_and_keeps_undeclare
         ..ClientOptions::default()
     })
     .expect("client");
-    let accounts = client.get_portfolio_accounts().send().await.expect("typed response").into_inner();
+    let accounts = client
+        .get_portfolio_accounts()
+        .send()
+        .await
+        .expect("typed response")
+        .into_inner();
 
     mock.assert_async().await;
     assert_eq!(accounts.len(), 1);
@@ -53,7 +58,9 @@ async fn gateway_error_status_keeps_ibkr_error_text() {
     let mock = server
         .mock_async(|when, then| {
             when.method(GET).path("/v1/api/portfolio/accounts");
-            then.status(401).header("content-type", "text/plain").body("not authenticated");
+            then.status(401)
+                .header("content-type", "text/plain")
+                .body("not authenticated");
         })
         .await;
     let client = build_client(&ClientOptions {
@@ -61,7 +68,11 @@ async fn gateway_error_status_keeps_ibkr_error_text() {
         ..ClientOptions::default()
     })
     .expect("client");
-    let err = client.get_portfolio_accounts().send().await.expect_err("401 is an error");
+    let err = client
+        .get_portfolio_accounts()
+        .send()
+        .await
+        .expect_err("401 is an error");
     mock.assert_async().await;
     match err {
         progenitor_client::Error::UnexpectedResponse(resp) => {

@@ -62,20 +62,33 @@ fn likely_live_samples_deserialize_into_generated_types() {
         failures.len(),
         not_in_document.join(", ")
     );
-    assert!(considered > 100, "too few samples matched operations: {considered}");
-    assert!(failures.is_empty(), "samples that do not fit their generated types:\n{}", failures.join("\n"));
+    assert!(
+        considered > 100,
+        "too few samples matched operations: {considered}"
+    );
+    assert!(
+        failures.is_empty(),
+        "samples that do not fit their generated types:\n{}",
+        failures.join("\n")
+    );
 }
 
 /// The first path where `original` has a value that `round_trip` lacks or changed. Numbers are
 /// compared as numbers (`1.0` and `1` are the same value), and a `null` or an empty
 /// collection may become absent.
-fn lost_keys(original: &serde_json::Value, round_trip: &serde_json::Value, path: &str) -> Option<String> {
+fn lost_keys(
+    original: &serde_json::Value,
+    round_trip: &serde_json::Value,
+    path: &str,
+) -> Option<String> {
     use serde_json::Value;
     match (original, round_trip) {
         (Value::Object(a), Value::Object(b)) => a.iter().find_map(|(k, v)| match b.get(k) {
             Some(w) => lost_keys(v, w, &format!("{path}/{k}")),
             // typify skips empty optional collections when serializing: nothing is lost.
-            None if v.is_null() || v == &serde_json::json!([]) || v == &serde_json::json!({}) => None,
+            None if v.is_null() || v == &serde_json::json!([]) || v == &serde_json::json!({}) => {
+                None
+            }
             None => Some(format!("{path}/{k}")),
         }),
         (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
@@ -83,7 +96,9 @@ fn lost_keys(original: &serde_json::Value, round_trip: &serde_json::Value, path:
             .zip(b)
             .enumerate()
             .find_map(|(i, (v, w))| lost_keys(v, w, &format!("{path}/{i}"))),
-        (Value::Number(a), Value::Number(b)) => (a.as_f64() != b.as_f64()).then(|| path.to_string()),
+        (Value::Number(a), Value::Number(b)) => {
+            (a.as_f64() != b.as_f64()).then(|| path.to_string())
+        }
         (a, b) => (a != b).then(|| path.to_string()),
     }
 }

@@ -11,7 +11,10 @@ use ibkr_mcp::spec::{self, generate, repair};
 use serde_json::{Value, json};
 
 fn doc_path(version: &str) -> PathBuf {
-    common::shared_dir().join("ibkr-spec").join(version).join("openapi.json")
+    common::shared_dir()
+        .join("ibkr-spec")
+        .join(version)
+        .join("openapi.json")
 }
 
 fn repo_patches() -> Vec<repair::PatchFile> {
@@ -24,10 +27,20 @@ fn pinned_document_every_patch_applies() {
     assert_eq!(repair::sha256_hex(&bytes), repair::PINNED_SHA256);
     let r = repair::repair(&bytes, &repo_patches()).expect("repair");
     assert!(r.pinned);
-    let not_applied: Vec<_> =
-        r.patches.iter().filter(|p| p.status != repair::PatchStatus::Applied).collect();
-    assert!(not_applied.is_empty(), "patches that do not apply to the pinned document: {not_applied:#?}");
-    assert!(r.patches.len() >= 20, "expected the patch set, found {}", r.patches.len());
+    let not_applied: Vec<_> = r
+        .patches
+        .iter()
+        .filter(|p| p.status != repair::PatchStatus::Applied)
+        .collect();
+    assert!(
+        not_applied.is_empty(),
+        "patches that do not apply to the pinned document: {not_applied:#?}"
+    );
+    assert!(
+        r.patches.len() >= 20,
+        "expected the patch set, found {}",
+        r.patches.len()
+    );
 }
 
 #[test]
@@ -36,9 +49,24 @@ fn pinned_document_repair_keeps_every_operation_parameter_and_example() {
     let r = repair::repair(&bytes, &repo_patches()).expect("repair");
     assert_eq!(r.before.operations, 141);
     assert_eq!(r.after.operations, r.before.operations);
-    assert!(r.after.parameters >= r.before.parameters, "{:?} -> {:?}", r.before, r.after);
-    assert!(r.after.examples >= r.before.examples, "{:?} -> {:?}", r.before, r.after);
-    assert!(r.after.schemas >= r.before.schemas, "{:?} -> {:?}", r.before, r.after);
+    assert!(
+        r.after.parameters >= r.before.parameters,
+        "{:?} -> {:?}",
+        r.before,
+        r.after
+    );
+    assert!(
+        r.after.examples >= r.before.examples,
+        "{:?} -> {:?}",
+        r.before,
+        r.after
+    );
+    assert!(
+        r.after.schemas >= r.before.schemas,
+        "{:?} -> {:?}",
+        r.before,
+        r.after
+    );
 }
 
 #[test]
@@ -46,14 +74,24 @@ fn pinned_document_after_repair_has_unique_operation_ids_and_no_structural_probl
     let bytes = std::fs::read(doc_path("2.20.0")).expect("pinned document");
     let r = repair::repair(&bytes, &repo_patches()).expect("repair");
     let ops = repair::operations(&r.doc);
-    let ids: BTreeSet<_> = ops.iter().map(|o| o.operation_id.clone().expect("operationId")).collect();
+    let ids: BTreeSet<_> = ops
+        .iter()
+        .map(|o| o.operation_id.clone().expect("operationId"))
+        .collect();
     assert_eq!(ids.len(), ops.len());
     assert_eq!(
-        r.problems_after.iter().filter(|p| p.check != "cookie-parameter").cloned().collect::<Vec<_>>(),
+        r.problems_after
+            .iter()
+            .filter(|p| p.check != "cookie-parameter")
+            .cloned()
+            .collect::<Vec<_>>(),
         vec![],
         "our checks still find problems"
     );
-    assert!(!r.problems_before.is_empty(), "the raw document is known to be broken");
+    assert!(
+        !r.problems_before.is_empty(),
+        "the raw document is known to be broken"
+    );
 }
 
 #[test]
@@ -66,12 +104,18 @@ fn pinned_document_open_objects_pass_leaves_no_additional_properties_true() {
 
 #[test]
 fn operation_id_rule_is_method_then_snake_case_path() {
-    assert_eq!(repair::operation_id_for("GET", "/iserver/marketdata/snapshot"), "get_iserver_marketdata_snapshot");
+    assert_eq!(
+        repair::operation_id_for("GET", "/iserver/marketdata/snapshot"),
+        "get_iserver_marketdata_snapshot"
+    );
     assert_eq!(
         repair::operation_id_for("post", "/iserver/account/{accountId}/orders/whatif"),
         "post_iserver_account_account_id_orders_whatif"
     );
-    assert_eq!(repair::operation_id_for("get", "/trsrv/all-conids"), "get_trsrv_all_conids");
+    assert_eq!(
+        repair::operation_id_for("get", "/trsrv/all-conids"),
+        "get_trsrv_all_conids"
+    );
 }
 
 #[test]
@@ -96,15 +140,26 @@ fn built_client_generates_every_pinned_operation_but_unexpressible_ones() {
 
 /// Compares `actual` with the golden file, or rewrites it under `EXPECTORATE=overwrite`.
 fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
     if std::env::var("EXPECTORATE").as_deref() == Ok("overwrite") {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{} is missing; run with EXPECTORATE=overwrite", path.display()));
-    assert_eq!(expected, actual, "{} differs (EXPECTORATE=overwrite to accept)", path.display());
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing; run with EXPECTORATE=overwrite",
+            path.display()
+        )
+    });
+    assert_eq!(
+        expected,
+        actual,
+        "{} differs (EXPECTORATE=overwrite to accept)",
+        path.display()
+    );
 }
 
 /// The stable parts of a report: patch statuses, generated count, exclusions.
@@ -123,7 +178,10 @@ fn summary(r: &spec::Report) -> String {
     }
     s.push_str(&format!("generated {}\n", r.generation.generated.len()));
     for e in &r.generation.excluded {
-        s.push_str(&format!("excluded {} {} {}: {}\n", e.operation_id, e.method, e.path, e.reason));
+        s.push_str(&format!(
+            "excluded {} {} {}: {}\n",
+            e.operation_id, e.method, e.path, e.reason
+        ));
     }
     s
 }
@@ -143,14 +201,22 @@ fn regenerate(version: &str) -> spec::Report {
 #[test]
 fn older_document_2_7_0_regenerates_with_report() {
     let r = regenerate("2.7.0");
-    assert!(r.generation.generated.len() >= 100, "{}", r.generation.generated.len());
+    assert!(
+        r.generation.generated.len() >= 100,
+        "{}",
+        r.generation.generated.len()
+    );
     golden("report-2.7.0.txt", &summary(&r));
 }
 
 #[test]
 fn newer_document_2_27_0_regenerates_with_report() {
     let r = regenerate("2.27.0");
-    assert!(r.generation.generated.len() >= 120, "{}", r.generation.generated.len());
+    assert!(
+        r.generation.generated.len() >= 120,
+        "{}",
+        r.generation.generated.len()
+    );
     golden("report-2.27.0.txt", &summary(&r));
 }
 
@@ -187,22 +253,51 @@ fn unseen_defect_kinds_give_a_readable_report_not_a_panic() {
     let r = spec::report_for_file(&path, &repo_patches()).expect("report");
     std::fs::remove_dir_all(&dir).ok();
     // Every IBKR patch's guard fails here: skipped, nothing corrupted.
-    assert!(r.repair.patches.iter().all(|p| matches!(p.status, repair::PatchStatus::Skipped { .. })));
-    let generated: Vec<_> = r.generation.generated.iter().map(|g| g.path.as_str()).collect();
+    assert!(
+        r.repair
+            .patches
+            .iter()
+            .all(|p| matches!(p.status, repair::PatchStatus::Skipped { .. }))
+    );
+    let generated: Vec<_> = r
+        .generation
+        .generated
+        .iter()
+        .map(|g| g.path.as_str())
+        .collect();
     assert_eq!(generated, vec!["/fine"]);
-    let excluded: BTreeSet<_> = r.generation.excluded.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(excluded, BTreeSet::from(["/list-type", "/two-media", "/deep", "/missing-ref", "/no-schema"]));
+    let excluded: BTreeSet<_> = r
+        .generation
+        .excluded
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(
+        excluded,
+        BTreeSet::from([
+            "/list-type",
+            "/two-media",
+            "/deep",
+            "/missing-ref",
+            "/no-schema"
+        ])
+    );
     for e in &r.generation.excluded {
         assert!(!e.reason.is_empty() && e.reason.len() < 400, "{e:?}");
     }
     let text = spec::render_report(&serde_json::to_value(&r).unwrap());
-    assert!(text.contains("Generation: 1 operations generated, 5 excluded"), "{text}");
+    assert!(
+        text.contains("Generation: 1 operations generated, 5 excluded"),
+        "{text}"
+    );
 }
 
 #[test]
 fn openapi_3_1_document_is_refused_with_a_clear_message() {
-    let err = repair::parse_document(br#"{"openapi":"3.1.0","info":{"title":"t","version":"1"},"paths":{}}"#)
-        .unwrap_err();
+    let err = repair::parse_document(
+        br#"{"openapi":"3.1.0","info":{"title":"t","version":"1"},"paths":{}}"#,
+    )
+    .unwrap_err();
     assert!(err.contains("3.0.x only"), "{err}");
 }
 
@@ -211,7 +306,10 @@ fn missing_document_error_says_how_to_get_one() {
     let empty = std::env::temp_dir().join(format!("ibkr-mcp-nospec-{}", std::process::id()));
     std::fs::create_dir_all(&empty).unwrap();
     let err = repair::locate_spec(&empty.join("checkout"), None).unwrap_err();
-    assert!(err.contains("scripts/fetch-spec") && err.contains("IBKR_OPENAPI_SPEC"), "{err}");
+    assert!(
+        err.contains("scripts/fetch-spec") && err.contains("IBKR_OPENAPI_SPEC"),
+        "{err}"
+    );
     let err = repair::locate_spec(&empty, Some("/definitely/not/here.json")).unwrap_err();
     assert!(err.contains("/definitely/not/here.json"), "{err}");
     std::fs::remove_dir_all(&empty).ok();
@@ -227,21 +325,37 @@ fn guard_failure_skips_and_fix_failure_leaves_document_unchanged() {
     let mut d = doc.clone();
     let out = repair::apply_patches(
         &mut d,
-        &[patch(r#"[{"op":"test","path":"/a/type","value":"string"},{"op":"replace","path":"/a/type","value":"number"}]"#)],
+        &[patch(
+            r#"[{"op":"test","path":"/a/type","value":"string"},{"op":"replace","path":"/a/type","value":"number"}]"#,
+        )],
     );
     assert!(matches!(out[0].status, repair::PatchStatus::Skipped { .. }));
     assert_eq!(d, doc);
     let out = repair::apply_patches(
         &mut d,
-        &[patch(r#"[{"op":"test","path":"/a/type","value":"integer"},{"op":"replace","path":"/a/type","value":"number"},{"op":"remove","path":"/nope"}]"#)],
+        &[patch(
+            r#"[{"op":"test","path":"/a/type","value":"integer"},{"op":"replace","path":"/a/type","value":"number"},{"op":"remove","path":"/nope"}]"#,
+        )],
     );
-    assert!(matches!(out[0].status, repair::PatchStatus::Failed { .. }), "{out:?}");
+    assert!(
+        matches!(out[0].status, repair::PatchStatus::Failed { .. }),
+        "{out:?}"
+    );
     assert_eq!(d, doc, "a failed patch must not leave half its changes");
-    let out = repair::apply_patches(&mut d, &[patch(r#"[{"op":"replace","path":"/a/type","value":"number"}]"#)]);
-    assert!(matches!(&out[0].status, repair::PatchStatus::Failed { reason } if reason.contains("guard")));
     let out = repair::apply_patches(
         &mut d,
-        &[patch(r#"[{"op":"test","path":"/a/type","value":"integer"},{"op":"replace","path":"/a/type","value":"number"}]"#)],
+        &[patch(
+            r#"[{"op":"replace","path":"/a/type","value":"number"}]"#,
+        )],
+    );
+    assert!(
+        matches!(&out[0].status, repair::PatchStatus::Failed { reason } if reason.contains("guard"))
+    );
+    let out = repair::apply_patches(
+        &mut d,
+        &[patch(
+            r#"[{"op":"test","path":"/a/type","value":"integer"},{"op":"replace","path":"/a/type","value":"number"}]"#,
+        )],
     );
     assert_eq!(out[0].status, repair::PatchStatus::Applied);
     assert_eq!(d, json!({"a": {"type": "number"}}));
@@ -250,19 +364,29 @@ fn guard_failure_skips_and_fix_failure_leaves_document_unchanged() {
 #[test]
 fn generation_view_keeps_one_success_type_and_drops_error_bodies_only_for_the_generator() {
     let doc = json!({"openapi": "3.0.0", "info": {"title": "t", "version": "1"}, "paths": {"/x": {"get": {
-        "operationId": "x",
-        "responses": {
-            "200": {"description": "a", "content": {"application/json": {"schema": {"type": "object"}}}},
-            "204": {"description": "none"},
-            "401": {"description": "no", "content": {"text/plain": {"schema": {"type": "string"}}}},
-            "500": {"description": "err", "content": {"application/json": {"schema": {"type": "string"}}}}
-        }}}}});
+    "operationId": "x",
+    "responses": {
+        "200": {"description": "a", "content": {"application/json": {"schema": {"type": "object"}}}},
+        "204": {"description": "none"},
+        "401": {"description": "no", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        "500": {"description": "err", "content": {"application/json": {"schema": {"type": "string"}}}}
+    }}}}});
     let (view, notes) = generate::generation_view(&doc);
     let responses = view["paths"]["/x"]["get"]["responses"].as_object().unwrap();
     assert_eq!(responses.keys().collect::<Vec<_>>(), vec!["200"]);
-    assert!(notes.iter().any(|n| n.operation_id == "x" && n.note.contains("204")));
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.operation_id == "x" && n.note.contains("204"))
+    );
     // The input is untouched.
-    assert_eq!(doc["paths"]["/x"]["get"]["responses"].as_object().unwrap().len(), 4);
+    assert_eq!(
+        doc["paths"]["/x"]["get"]["responses"]
+            .as_object()
+            .unwrap()
+            .len(),
+        4
+    );
     let g = generate::generate(&doc, None);
     assert_eq!(g.generated.len(), 1, "{:?}", g.excluded);
 }

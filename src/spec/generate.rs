@@ -92,11 +92,19 @@ pub fn generation_view(doc: &Value) -> (Value, Vec<Adaptation>) {
     let mut notes = Vec::new();
     if let Some(paths) = view.get_mut("paths").and_then(Value::as_object_mut) {
         for (_, item) in paths.iter_mut() {
-            let Some(item) = item.as_object_mut() else { continue };
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
             item.remove("servers");
             for method in METHODS {
-                let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) else { continue };
-                let id = op.get("operationId").and_then(Value::as_str).unwrap_or("").to_string();
+                let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) else {
+                    continue;
+                };
+                let id = op
+                    .get("operationId")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 op.remove("servers");
                 let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
                     continue;
@@ -209,16 +217,25 @@ fn drop_colliding_properties(doc: &mut Value) -> Vec<Adaptation> {
 fn has_json_body(resp: Option<&Value>) -> bool {
     resp.and_then(|r| r.get("content"))
         .and_then(Value::as_object)
-        .is_some_and(|c| c.keys().any(|k| k == "application/json" || k.starts_with("application/json;")))
+        .is_some_and(|c| {
+            c.keys()
+                .any(|k| k == "application/json" || k.starts_with("application/json;"))
+        })
 }
 
 /// The key two names collide on once made into Rust type names.
 fn type_name_key(name: &str) -> String {
-    name.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 fn rename_colliding_components(doc: &mut Value) -> Vec<Adaptation> {
-    let Some(schemas) = doc.pointer("/components/schemas").and_then(Value::as_object) else {
+    let Some(schemas) = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+    else {
         return Vec::new();
     };
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
@@ -242,10 +259,16 @@ fn rename_colliding_components(doc: &mut Value) -> Vec<Adaptation> {
     if renames.is_empty() {
         return Vec::new();
     }
-    let schemas = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut).unwrap();
+    let schemas = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+        .unwrap();
     let mut rebuilt = Map::new();
     for (k, v) in std::mem::take(schemas) {
-        let new = renames.iter().find(|(old, _)| *old == k).map_or(k, |(_, n)| n.clone());
+        let new = renames
+            .iter()
+            .find(|(old, _)| *old == k)
+            .map_or(k, |(_, n)| n.clone());
         rebuilt.insert(new, v);
     }
     *schemas = rebuilt;
@@ -263,7 +286,9 @@ fn rename_colliding_components(doc: &mut Value) -> Vec<Adaptation> {
         .into_iter()
         .map(|(o, n)| Adaptation {
             operation_id: "*".into(),
-            note: format!("component schema `{o}` renamed to `{n}`: its Rust type name collides with another"),
+            note: format!(
+                "component schema `{o}` renamed to `{n}`: its Rust type name collides with another"
+            ),
         })
         .collect()
 }
@@ -271,10 +296,10 @@ fn rename_colliding_components(doc: &mut Value) -> Vec<Adaptation> {
 fn rewrite_refs(v: &mut Value, map: &BTreeMap<String, String>) {
     match v {
         Value::Object(m) => {
-            if let Some(Value::String(r)) = m.get_mut("$ref") {
-                if let Some(new) = map.get(r.as_str()) {
-                    *r = new.clone();
-                }
+            if let Some(Value::String(r)) = m.get_mut("$ref")
+                && let Some(new) = map.get(r.as_str())
+            {
+                *r = new.clone();
             }
             m.values_mut().for_each(|c| rewrite_refs(c, map));
         }
@@ -326,7 +351,11 @@ fn view_ops(view: &Value) -> Vec<ViewOp> {
             for method in METHODS {
                 if let Some(op) = item.get(method).and_then(Value::as_object) {
                     out.push(ViewOp {
-                        id: op.get("operationId").and_then(Value::as_str).unwrap_or("").to_string(),
+                        id: op
+                            .get("operationId")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
                         method,
                         path: path.clone(),
                     });
@@ -365,8 +394,12 @@ fn sub_document(view: &Value, ops: &[&ViewOp]) -> Value {
     let refs = ref_closure(view, &roots);
     let mut components = Map::new();
     for r in refs {
-        let Some(rest) = r.strip_prefix("#/components/") else { continue };
-        let Some((kind, name)) = rest.split_once('/') else { continue };
+        let Some(rest) = r.strip_prefix("#/components/") else {
+            continue;
+        };
+        let Some((kind, name)) = rest.split_once('/') else {
+            continue;
+        };
         let name = name.replace("~1", "/").replace("~0", "~");
         if let Some(item) = view.pointer(&format!("/components/{kind}/{}", ptr_token(&name))) {
             components
@@ -384,7 +417,8 @@ fn sub_document(view: &Value, ops: &[&ViewOp]) -> Value {
 /// The progenitor settings we generate with: builder interface, merged tags.
 pub fn settings() -> progenitor::GenerationSettings {
     let mut s = progenitor::GenerationSettings::default();
-    s.with_interface(progenitor::InterfaceStyle::Builder).with_tag(progenitor::TagStyle::Merged);
+    s.with_interface(progenitor::InterfaceStyle::Builder)
+        .with_tag(progenitor::TagStyle::Merged);
     s
 }
 
@@ -393,8 +427,13 @@ fn try_generate(doc: &Value) -> Result<String, String> {
     let spec: openapiv3::OpenAPI = {
         let text = serde_json::to_string(doc).map_err(|e| e.to_string())?;
         let de = &mut serde_json::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| format!("document shape not understood at `{}`: {}", e.path(), e.inner()))?
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            format!(
+                "document shape not understood at `{}`: {}",
+                e.path(),
+                e.inner()
+            )
+        })?
     };
     let result = catch_unwind(AssertUnwindSafe(|| {
         progenitor::Generator::new(&settings()).generate_tokens(&spec)
@@ -410,7 +449,10 @@ fn try_generate(doc: &Value) -> Result<String, String> {
         return Err(format!("generated code defines type `{dup}` twice"));
     }
     if let Some(dup) = duplicate_field(&file) {
-        return Err(format!("generated struct `{}` declares field `{}` twice", dup.0, dup.1));
+        return Err(format!(
+            "generated struct `{}` declares field `{}` twice",
+            dup.0, dup.1
+        ));
     }
     Ok(prettyplease::unparse(&file))
 }
@@ -426,7 +468,11 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 
 /// The first line, at most 300 characters: progenitor's messages can dump whole schemas.
 fn first_line(msg: &str) -> String {
-    let first = msg.lines().next().unwrap_or("").trim_end_matches([' ', '{']);
+    let first = msg
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches([' ', '{']);
     match first.char_indices().nth(300) {
         Some((i, _)) => format!("{}…", &first[..i]),
         None => first.to_string(),
@@ -440,10 +486,10 @@ fn duplicate_field(file: &syn::File) -> Option<(String, String)> {
                 syn::Item::Struct(st) => {
                     let mut seen = BTreeSet::new();
                     for f in &st.fields {
-                        if let Some(id) = &f.ident {
-                            if !seen.insert(id.to_string()) {
-                                return Some((st.ident.to_string(), id.to_string()));
-                            }
+                        if let Some(id) = &f.ident
+                            && !seen.insert(id.to_string())
+                        {
+                            return Some((st.ident.to_string(), id.to_string()));
                         }
                     }
                 }
@@ -462,19 +508,19 @@ fn duplicate_field(file: &syn::File) -> Option<(String, String)> {
 
 fn duplicate_type(file: &syn::File) -> Option<String> {
     for item in &file.items {
-        if let syn::Item::Mod(m) = item {
-            if m.ident == "types" {
-                let mut seen = BTreeSet::new();
-                for it in m.content.iter().flat_map(|(_, items)| items) {
-                    let name = match it {
-                        syn::Item::Struct(s) => s.ident.to_string(),
-                        syn::Item::Enum(e) => e.ident.to_string(),
-                        syn::Item::Type(t) => t.ident.to_string(),
-                        _ => continue,
-                    };
-                    if !seen.insert(name.clone()) {
-                        return Some(name);
-                    }
+        if let syn::Item::Mod(m) = item
+            && m.ident == "types"
+        {
+            let mut seen = BTreeSet::new();
+            for it in m.content.iter().flat_map(|(_, items)| items) {
+                let name = match it {
+                    syn::Item::Struct(s) => s.ident.to_string(),
+                    syn::Item::Enum(e) => e.ident.to_string(),
+                    syn::Item::Type(t) => t.ident.to_string(),
+                    _ => continue,
+                };
+                if !seen.insert(name.clone()) {
+                    return Some(name);
                 }
             }
         }
@@ -485,22 +531,41 @@ fn duplicate_type(file: &syn::File) -> Option<String> {
 /// Generates the client for `repaired` (already patched), keeping only operations whose id is
 /// in `allow` when given. Never panics: everything that goes wrong is in the result.
 pub fn generate(repaired: &Value, allow: Option<&BTreeSet<String>>) -> Generation {
-    // progenitor's panics are expected and reported as exclusions; keep them off stderr unless
-    // a developer asks for them (with their source location) to debug the generator.
-    let previous_hook = std::panic::take_hook();
-    if std::env::var_os("IBKR_MCP_SHOW_GENERATOR_PANICS").is_none() {
-        std::panic::set_hook(Box::new(|_| {}));
-    }
+    QUIET_PANICS.with(|q| q.set(true));
     let result = generate_inner(repaired, allow);
-    std::panic::set_hook(previous_hook);
+    QUIET_PANICS.with(|q| q.set(false));
     result
 }
 
+thread_local! {
+    /// Set while this thread runs the generator, whose panics are expected and reported.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs (once per process) a panic hook that keeps progenitor's expected panics off stderr
+/// on the generating thread only; every other panic goes to the previous hook. Setting
+/// `IBKR_MCP_SHOW_GENERATOR_PANICS` shows them too (with their source location).
+fn install_quiet_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        let show = std::env::var_os("IBKR_MCP_SHOW_GENERATOR_PANICS").is_some();
+        std::panic::set_hook(Box::new(move |info| {
+            if show || !QUIET_PANICS.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 fn generate_inner(repaired: &Value, allow: Option<&BTreeSet<String>>) -> Generation {
+    install_quiet_hook();
     let (view, adaptations) = generation_view(repaired);
     let all = view_ops(&view);
-    let wanted: Vec<&ViewOp> =
-        all.iter().filter(|o| allow.is_none_or(|a| a.contains(&o.id))).collect();
+    let wanted: Vec<&ViewOp> = all
+        .iter()
+        .filter(|o| allow.is_none_or(|a| a.contains(&o.id)))
+        .collect();
     let mut excluded = Vec::new();
     let mut ok: Vec<&ViewOp> = Vec::new();
     for op in &wanted {
@@ -518,7 +583,13 @@ fn generate_inner(repaired: &Value, allow: Option<&BTreeSet<String>>) -> Generat
         .then(|| "no operation could be generated".to_string());
     let generated = describe(&code, &ok);
     excluded.sort();
-    Generation { code, generated, excluded, adaptations, fatal }
+    Generation {
+        code,
+        generated,
+        excluded,
+        adaptations,
+        fatal,
+    }
 }
 
 /// Wire formats progenitor cannot produce faithfully. These operations are excluded up front
@@ -526,8 +597,13 @@ fn generate_inner(repaired: &Value, allow: Option<&BTreeSet<String>>) -> Generat
 fn unexpressible(view: &Value, op: &ViewOp) -> Option<String> {
     let item = &view["paths"][&op.path];
     let operation = &item[op.method];
-    let body = operation.get("requestBody").and_then(|b| super::repair::resolve(view, b));
-    if let Some(content) = body.and_then(|b| b.get("content")).and_then(Value::as_object) {
+    let body = operation
+        .get("requestBody")
+        .and_then(|b| super::repair::resolve(view, b));
+    if let Some(content) = body
+        .and_then(|b| b.get("content"))
+        .and_then(Value::as_object)
+    {
         let supported = |ct: &str| {
             ct == "application/json"
                 || ct.starts_with("application/json;")
@@ -547,9 +623,17 @@ fn unexpressible(view: &Value, op: &ViewOp) -> Option<String> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .chain(operation.get("parameters").and_then(Value::as_array).into_iter().flatten());
+        .chain(
+            operation
+                .get("parameters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
     for p in params {
-        let Some(p) = super::repair::resolve(view, p) else { continue };
+        let Some(p) = super::repair::resolve(view, p) else {
+            continue;
+        };
         let name = p.get("name").and_then(Value::as_str).unwrap_or("?");
         match p.get("in").and_then(Value::as_str) {
             Some("cookie") => {
@@ -558,7 +642,9 @@ fn unexpressible(view: &Value, op: &ViewOp) -> Option<String> {
                 ));
             }
             Some("query") => {
-                let schema = p.get("schema").and_then(|s| super::repair::resolve(view, s));
+                let schema = p
+                    .get("schema")
+                    .and_then(|s| super::repair::resolve(view, s));
                 let is_object = schema.is_some_and(|s| {
                     s.get("type").and_then(Value::as_str) == Some("object")
                         || (s.get("type").is_none() && s.contains_key("properties"))
@@ -613,7 +699,10 @@ fn generate_together<'a>(
                 trial.push(op);
                 match try_generate(&sub_document(view, &trial)) {
                     Ok(_) => keep = trial,
-                    Err(reason) => excluded.push(exclusion(op, format!("conflicts with other operations: {reason}"))),
+                    Err(reason) => excluded.push(exclusion(
+                        op,
+                        format!("conflicts with other operations: {reason}"),
+                    )),
                 }
             }
             match try_generate(&sub_document(view, &keep)) {
@@ -628,7 +717,9 @@ fn generate_together<'a>(
 /// success type. Builders are matched to operations by the method and path progenitor writes in
 /// each `send()` doc comment, so no guess about its naming rules is needed.
 fn describe(code: &str, ops: &[&ViewOp]) -> Vec<GeneratedOperation> {
-    let Ok(file) = syn::parse_file(code) else { return Vec::new() };
+    let Ok(file) = syn::parse_file(code) else {
+        return Vec::new();
+    };
     // (METHOD, normalized path) -> (builder struct name, success type)
     let mut builders: BTreeMap<(String, String), (String, String)> = BTreeMap::new();
     // builder struct name -> client method name
@@ -638,7 +729,9 @@ fn describe(code: &str, ops: &[&ViewOp]) -> Vec<GeneratedOperation> {
             syn::Item::Mod(m) if m.ident == "builder" => {
                 for it in m.content.iter().flat_map(|(_, items)| items) {
                     let syn::Item::Impl(imp) = it else { continue };
-                    let syn::Type::Path(tp) = &*imp.self_ty else { continue };
+                    let syn::Type::Path(tp) = &*imp.self_ty else {
+                        continue;
+                    };
                     let Some(name) = tp.path.segments.last().map(|s| s.ident.to_string()) else {
                         continue;
                     };
@@ -647,7 +740,9 @@ fn describe(code: &str, ops: &[&ViewOp]) -> Vec<GeneratedOperation> {
                         if f.sig.ident != "send" {
                             continue;
                         }
-                        let syn::ReturnType::Type(_, ty) = &f.sig.output else { continue };
+                        let syn::ReturnType::Type(_, ty) = &f.sig.output else {
+                            continue;
+                        };
                         let (Some(t), Some((m, p))) = (response_value_arg(ty), send_doc(&f.attrs))
                         else {
                             continue;
@@ -657,16 +752,23 @@ fn describe(code: &str, ops: &[&ViewOp]) -> Vec<GeneratedOperation> {
                 }
             }
             syn::Item::Impl(imp) if imp.trait_.is_none() => {
-                let syn::Type::Path(tp) = &*imp.self_ty else { continue };
+                let syn::Type::Path(tp) = &*imp.self_ty else {
+                    continue;
+                };
                 if tp.path.segments.last().is_none_or(|s| s.ident != "Client") {
                     continue;
                 }
                 for ii in &imp.items {
                     let syn::ImplItem::Fn(f) = ii else { continue };
-                    let syn::ReturnType::Type(_, ty) = &f.sig.output else { continue };
+                    let syn::ReturnType::Type(_, ty) = &f.sig.output else {
+                        continue;
+                    };
                     let syn::Type::Path(p) = &**ty else { continue };
                     if p.path.segments.len() == 2 && p.path.segments[0].ident == "builder" {
-                        methods.insert(p.path.segments[1].ident.to_string(), f.sig.ident.to_string());
+                        methods.insert(
+                            p.path.segments[1].ident.to_string(),
+                            f.sig.ident.to_string(),
+                        );
                     }
                 }
             }
@@ -712,8 +814,14 @@ pub fn normalize_path(p: &str) -> String {
 /// "Sends a `GET` request to `/x`" → ("GET", "/x").
 fn send_doc(attrs: &[syn::Attribute]) -> Option<(String, String)> {
     attrs.iter().find_map(|a| {
-        let syn::Meta::NameValue(nv) = &a.meta else { return None };
-        let syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) = &nv.value else {
+        let syn::Meta::NameValue(nv) = &a.meta else {
+            return None;
+        };
+        let syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        }) = &nv.value
+        else {
             return None;
         };
         let text = s.value();
@@ -731,7 +839,13 @@ fn response_value_arg(ty: &syn::Type) -> Option<String> {
             syn::PathArguments::AngleBracketed(a) => a
                 .args
                 .iter()
-                .filter_map(|g| if let syn::GenericArgument::Type(t) = g { Some(t) } else { None })
+                .filter_map(|g| {
+                    if let syn::GenericArgument::Type(t) = g {
+                        Some(t)
+                    } else {
+                        None
+                    }
+                })
                 .collect(),
             _ => Vec::new(),
         }

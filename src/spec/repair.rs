@@ -14,7 +14,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// The HTTP methods an OpenAPI path item can hold, in the order we report them.
-pub const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+pub const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
 
 /// Environment variable naming the document to build from (a file path).
 pub const SPEC_ENV: &str = "IBKR_OPENAPI_SPEC";
@@ -53,9 +55,16 @@ pub struct SpecInput {
 pub fn locate_spec(manifest_dir: &Path, env_value: Option<&str>) -> Result<SpecInput, String> {
     if let Some(value) = env_value.filter(|v| !v.trim().is_empty()) {
         let path = PathBuf::from(value);
-        let path = if path.is_relative() { manifest_dir.join(path) } else { path };
+        let path = if path.is_relative() {
+            manifest_dir.join(path)
+        } else {
+            path
+        };
         if path.is_file() {
-            return Ok(SpecInput { path, origin: SpecOrigin::Env });
+            return Ok(SpecInput {
+                path,
+                origin: SpecOrigin::Env,
+            });
         }
         return Err(format!(
             "{SPEC_ENV} is set to `{value}`, but there is no file at {}. Point {SPEC_ENV} at \
@@ -64,9 +73,15 @@ pub fn locate_spec(manifest_dir: &Path, env_value: Option<&str>) -> Result<SpecI
             path.display()
         ));
     }
-    let download = manifest_dir.join("spec").join("downloads").join("openapi.json");
+    let download = manifest_dir
+        .join("spec")
+        .join("downloads")
+        .join("openapi.json");
     if download.is_file() {
-        return Ok(SpecInput { path: download, origin: SpecOrigin::Download });
+        return Ok(SpecInput {
+            path: download,
+            origin: SpecOrigin::Download,
+        });
     }
     let shared = manifest_dir
         .join("..")
@@ -75,7 +90,10 @@ pub fn locate_spec(manifest_dir: &Path, env_value: Option<&str>) -> Result<SpecI
         .join(PINNED_VERSION)
         .join("openapi.json");
     if shared.is_file() {
-        return Ok(SpecInput { path: shared, origin: SpecOrigin::Shared });
+        return Ok(SpecInput {
+            path: shared,
+            origin: SpecOrigin::Shared,
+        });
     }
     Err(format!(
         "IBKR's OpenAPI document was not found, and it is not part of this repository (it is \
@@ -100,7 +118,9 @@ pub fn parse_document(bytes: &[u8]) -> Result<Value, String> {
     }
     match yaml_serde::from_str::<Value>(text) {
         Ok(v) => check_root(v),
-        Err(e) => Err(format!("the document is neither JSON ({json_error}) nor YAML ({e})")),
+        Err(e) => Err(format!(
+            "the document is neither JSON ({json_error}) nor YAML ({e})"
+        )),
     }
 }
 
@@ -113,7 +133,9 @@ fn check_root(doc: Value) -> Result<Value, String> {
         Some(v) => Err(format!(
             "the document says `openapi: {v}`; the pipeline (and progenitor) handle OpenAPI 3.0.x only"
         )),
-        None => Err("the document has no `openapi` version field; is it an OpenAPI document?".into()),
+        None => {
+            Err("the document has no `openapi` version field; is it an OpenAPI document?".into())
+        }
     }
 }
 
@@ -182,9 +204,14 @@ pub fn parse_patch(name: &str, bytes: &[u8]) -> Result<Vec<json_patch::PatchOper
         return Err("the patch is empty".into());
     }
     if !matches!(ops[0], json_patch::PatchOperation::Test(_)) {
-        return Err("the patch does not start with a `test` guard proving its defect is present".into());
+        return Err(
+            "the patch does not start with a `test` guard proving its defect is present".into(),
+        );
     }
-    if ops.iter().all(|op| matches!(op, json_patch::PatchOperation::Test(_))) {
+    if ops
+        .iter()
+        .all(|op| matches!(op, json_patch::PatchOperation::Test(_)))
+    {
         return Err("the patch has a guard but no fix operations".into());
     }
     Ok(ops)
@@ -228,10 +255,19 @@ pub fn apply_patches(doc: &mut Value, patches: &[PatchFile]) -> Vec<PatchOutcome
         .iter()
         .map(|p| {
             let (operations, status) = match &p.ops {
-                Err(e) => (0, PatchStatus::Failed { reason: format!("invalid patch file: {e}") }),
+                Err(e) => (
+                    0,
+                    PatchStatus::Failed {
+                        reason: format!("invalid patch file: {e}"),
+                    },
+                ),
                 Ok(ops) => (ops.len(), apply_one(doc, ops)),
             };
-            PatchOutcome { name: p.name.clone(), operations, status }
+            PatchOutcome {
+                name: p.name.clone(),
+                operations,
+                status,
+            }
         })
         .collect()
 }
@@ -243,14 +279,44 @@ fn apply_one(doc: &mut Value, ops: &[json_patch::PatchOperation]) -> PatchStatus
         .count();
     let (guard, fix) = ops.split_at(guard_len);
     if let Err(e) = json_patch::patch(doc, guard) {
-        return PatchStatus::Skipped { reason: format!("guard failed: {e}") };
+        return PatchStatus::Skipped {
+            reason: format!("guard failed: {e}"),
+        };
     }
-    match json_patch::patch(doc, fix) {
-        Ok(()) => PatchStatus::Applied,
-        Err(e) => PatchStatus::Failed {
-            reason: format!("fix operation #{} failed: {e}", e.operation + guard_len),
-        },
+    // Fix operations run one at a time on a copy, committed only if all succeed. A `test`
+    // cannot prove that something is absent, and RFC 6902 `add` silently replaces an existing
+    // object member; so an `add` whose target already exists means the document now has what
+    // the patch meant to add (IBKR fixed or changed it) and the patch no longer applies. Fixes
+    // that mean to replace use `replace`.
+    let mut work = doc.clone();
+    for (i, op) in fix.iter().enumerate() {
+        let n = i + guard_len;
+        if let json_patch::PatchOperation::Add(add) = op
+            && adds_over_existing_member(&work, add.path.as_str())
+        {
+            return PatchStatus::Skipped {
+                reason: format!(
+                    "operation #{n} would overwrite `{}`, which the document already defines",
+                    add.path
+                ),
+            };
+        }
+        if let Err(e) = json_patch::patch(&mut work, std::slice::from_ref(op)) {
+            return PatchStatus::Failed {
+                reason: format!("fix operation #{n} failed: {e}"),
+            };
+        }
     }
+    *doc = work;
+    PatchStatus::Applied
+}
+
+/// Whether `pointer` names an existing member of an object (array `add`s insert, never replace).
+fn adds_over_existing_member(doc: &Value, pointer: &str) -> bool {
+    let Some((parent, _)) = pointer.rsplit_once('/') else {
+        return false;
+    };
+    doc.pointer(parent).is_some_and(Value::is_object) && doc.pointer(pointer).is_some()
 }
 
 /// Counts of what a document holds; compared before and after repair to prove nothing was lost.
@@ -276,7 +342,10 @@ pub fn inventory(doc: &Value) -> Inventory {
         for method in METHODS {
             if let Some(op) = item.get(method).filter(|o| o.is_object()) {
                 inv.operations += 1;
-                inv.parameters += op.get("parameters").and_then(Value::as_array).map_or(0, Vec::len);
+                inv.parameters += op
+                    .get("parameters")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
             }
         }
     }
@@ -345,7 +414,10 @@ pub fn operations(doc: &Value) -> Vec<OperationRef> {
                 out.push(OperationRef {
                     method: method.to_string(),
                     path: path.clone(),
-                    operation_id: op.get("operationId").and_then(Value::as_str).map(str::to_owned),
+                    operation_id: op
+                        .get("operationId")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
                 });
             }
         }
@@ -419,14 +491,27 @@ fn pass_operation_ids(doc: &mut Value) -> PassOutcome {
     let mut changes = 0;
     let mut notes = Vec::new();
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
-        return PassOutcome { name: "operation-ids", changes, notes };
+        return PassOutcome {
+            name: "operation-ids",
+            changes,
+            notes,
+        };
     };
     for (path, item) in paths.iter_mut() {
-        let Some(item) = item.as_object_mut() else { continue };
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
         for method in METHODS {
-            let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) else { continue };
-            let existing = op.get("operationId").and_then(Value::as_str).map(str::to_owned);
-            let base = existing.clone().unwrap_or_else(|| operation_id_for(method, path));
+            let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let existing = op
+                .get("operationId")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let base = existing
+                .clone()
+                .unwrap_or_else(|| operation_id_for(method, path));
             let mut id = base.clone();
             let mut n = 2;
             while !seen.insert(id.clone()) {
@@ -445,7 +530,11 @@ fn pass_operation_ids(doc: &mut Value) -> PassOutcome {
             }
         }
     }
-    PassOutcome { name: "operation-ids", changes, notes }
+    PassOutcome {
+        name: "operation-ids",
+        changes,
+        notes,
+    }
 }
 
 fn pass_open_objects(doc: &mut Value) -> PassOutcome {
@@ -475,8 +564,15 @@ fn pass_open_objects(doc: &mut Value) -> PassOutcome {
                     let child_names = !names
                         && matches!(
                             k.as_str(),
-                            "properties" | "schemas" | "responses" | "parameters" | "paths"
-                                | "content" | "requestBodies" | "headers" | "callbacks"
+                            "properties"
+                                | "schemas"
+                                | "responses"
+                                | "parameters"
+                                | "paths"
+                                | "content"
+                                | "requestBodies"
+                                | "headers"
+                                | "callbacks"
                         );
                     walk(child, child_names, changes);
                 }
@@ -498,7 +594,11 @@ fn pass_open_objects(doc: &mut Value) -> PassOutcome {
             walk(items, true, &mut changes);
         }
     }
-    PassOutcome { name: "open-objects", changes, notes: Vec::new() }
+    PassOutcome {
+        name: "open-objects",
+        changes,
+        notes: Vec::new(),
+    }
 }
 
 /// A problem found by our own checks.
@@ -526,9 +626,15 @@ pub fn check(doc: &Value) -> Vec<Problem> {
     for (path, item) in path_items(doc) {
         let item_ptr = format!("/paths/{}", ptr_token(path));
         let template: BTreeSet<String> = template_vars(path);
-        let path_level = item.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
+        let path_level = item
+            .get("parameters")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         for method in METHODS {
-            let Some(op) = item.get(method).and_then(Value::as_object) else { continue };
+            let Some(op) = item.get(method).and_then(Value::as_object) else {
+                continue;
+            };
             let op_ptr = format!("{item_ptr}/{method}");
             match op.get("operationId").and_then(Value::as_str) {
                 None => out.push(Problem {
@@ -546,7 +652,11 @@ pub fn check(doc: &Value) -> Vec<Problem> {
                     }
                 }
             }
-            let own = op.get("parameters").and_then(Value::as_array).cloned().unwrap_or_default();
+            let own = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             let mut declared = BTreeSet::new();
             for (i, p) in path_level.iter().chain(own.iter()).enumerate() {
                 let p_ptr = if i < path_level.len() {
@@ -592,7 +702,9 @@ pub fn check(doc: &Value) -> Vec<Problem> {
                     out.push(Problem {
                         check: "cookie-parameter",
                         pointer: p_ptr.clone(),
-                        message: format!("cookie parameter `{name}` (code generators skip the operation)"),
+                        message: format!(
+                            "cookie parameter `{name}` (code generators skip the operation)"
+                        ),
                     });
                 }
             }
@@ -633,16 +745,24 @@ fn walk_schemas(doc: &Value, ptr: &str, v: &Value, out: &mut Vec<Problem>) {
     match v {
         Value::Object(m) => {
             if let Some(r) = m.get("$ref").and_then(Value::as_str) {
-                let siblings: Vec<&str> =
-                    m.keys().filter(|k| *k != "$ref").map(String::as_str).collect();
+                let siblings: Vec<&str> = m
+                    .keys()
+                    .filter(|k| *k != "$ref")
+                    .map(String::as_str)
+                    .collect();
                 if !siblings.is_empty() {
                     out.push(Problem {
                         check: "ref-with-siblings",
                         pointer: ptr.to_string(),
-                        message: format!("`$ref` has sibling keys ignored by OpenAPI 3.0: {}", siblings.join(", ")),
+                        message: format!(
+                            "`$ref` has sibling keys ignored by OpenAPI 3.0: {}",
+                            siblings.join(", ")
+                        ),
                     });
                 }
-                let resolves = r.strip_prefix('#').is_some_and(|p| doc.pointer(p).is_some());
+                let resolves = r
+                    .strip_prefix('#')
+                    .is_some_and(|p| doc.pointer(p).is_some());
                 if !resolves && r.starts_with('#') {
                     out.push(Problem {
                         check: "unresolved-ref",
@@ -663,11 +783,16 @@ fn walk_schemas(doc: &Value, ptr: &str, v: &Value, out: &mut Vec<Problem>) {
                 out.push(Problem {
                     check: "array-with-properties",
                     pointer: ptr.to_string(),
-                    message: "`type: array` carries `properties` (object members on an array)".into(),
+                    message: "`type: array` carries `properties` (object members on an array)"
+                        .into(),
                 });
             }
-            if m.get("nullable") == Some(&Value::Bool(true)) && ty.is_none() && !m.contains_key("$ref")
-                && !m.contains_key("oneOf") && !m.contains_key("anyOf") && !m.contains_key("allOf")
+            if m.get("nullable") == Some(&Value::Bool(true))
+                && ty.is_none()
+                && !m.contains_key("$ref")
+                && !m.contains_key("oneOf")
+                && !m.contains_key("anyOf")
+                && !m.contains_key("allOf")
             {
                 out.push(Problem {
                     check: "nullable-without-type",

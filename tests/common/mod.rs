@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 /// `../shared` beside the checkout. Tests that need it fail (never skip) when it is missing.
 pub fn shared_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("shared");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("shared");
     assert!(
         dir.is_dir(),
         "{} is missing: the tests read IBKR's documents and recorded samples from the team's \
@@ -49,8 +51,9 @@ pub fn samples() -> Vec<Sample> {
             if f.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f).expect("read sample"))
-                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&f).expect("read sample"))
+                    .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
             out.push(Sample {
                 name: format!(
@@ -62,7 +65,10 @@ pub fn samples() -> Vec<Sample> {
                 endpoint: s("endpoint"),
                 status: v["status"].as_u64().unwrap_or(0),
                 body: v["body"].clone(),
-                captured: v["source"]["captured"].as_str().unwrap_or_default().to_string(),
+                captured: v["source"]["captured"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
                 note: v["source"]["note"].as_str().unwrap_or_default().to_string(),
             });
         }
