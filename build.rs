@@ -35,7 +35,13 @@ fn main() {
 fn run() -> Result<(), String> {
     let manifest = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
     let out = PathBuf::from(env("OUT_DIR")?);
-    for f in ["build.rs", "src/spec/repair.rs", "src/spec/generate.rs", "patches", "spec"] {
+    for f in [
+        "build.rs",
+        "src/spec/repair.rs",
+        "src/spec/generate.rs",
+        "patches",
+        "spec",
+    ] {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-env-changed={}", repair::SPEC_ENV);
@@ -49,7 +55,10 @@ fn run() -> Result<(), String> {
     let patch_dir = manifest.join("patches");
     let patches = repair::load_patches(&patch_dir)?;
     for p in &patches {
-        println!("cargo:rerun-if-changed={}", patch_dir.join(&p.name).display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            patch_dir.join(&p.name).display()
+        );
     }
     let repaired = repair::repair(&bytes, &patches)
         .map_err(|e| format!("cannot use {}: {e}", input.path.display()))?;
@@ -57,10 +66,16 @@ fn run() -> Result<(), String> {
         match &p.status {
             repair::PatchStatus::Applied => {}
             repair::PatchStatus::Skipped { reason } => {
-                println!("cargo:warning=patch {} skipped (no longer needed or no longer applies): {reason}", p.name)
+                println!(
+                    "cargo:warning=patch {} skipped (no longer needed or no longer applies): {reason}",
+                    p.name
+                )
             }
             repair::PatchStatus::Failed { reason } => {
-                println!("cargo:warning=patch {} FAILED and was not applied: {reason}", p.name)
+                println!(
+                    "cargo:warning=patch {} FAILED and was not applied: {reason}",
+                    p.name
+                )
             }
         }
     }
@@ -81,7 +96,10 @@ fn run() -> Result<(), String> {
     write(&out.join("ibkr_api.rs"), &banner(&repaired, &input))?;
     append(&out.join("ibkr_api.rs"), &generation.code)?;
     write(&out.join("operations.rs"), &operations_table(&generation))?;
-    write(&out.join("patches.rs"), &embedded_patches(&patch_dir, &patches))?;
+    write(
+        &out.join("patches.rs"),
+        &embedded_patches(&patch_dir, &patches),
+    )?;
     let doc_text = serde_json::to_string_pretty(&repaired.doc).map_err(|e| e.to_string())?;
     write(&out.join("repaired_openapi.json"), &doc_text)?;
     let report = serde_json::json!({
@@ -110,7 +128,8 @@ fn append(path: &Path, text: &str) -> Result<(), String> {
         .append(true)
         .open(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 fn banner(repaired: &repair::Repaired, input: &repair::SpecInput) -> String {
@@ -150,7 +169,9 @@ fn operations_table(g: &generate::Generation) -> String {
         if untyped.iter().any(|u| op.response_type.ends_with(u)) {
             continue;
         }
-        let rust_type = op.response_type.replace("types::", "super::generated::types::");
+        let rust_type = op
+            .response_type
+            .replace("types::", "super::generated::types::");
         let _ = writeln!(
             s,
             "        {:?} => Some(serde_json::from_value::<{rust_type}>(value).and_then(serde_json::to_value)),",
@@ -169,7 +190,12 @@ fn embedded_patches(dir: &Path, patches: &[repair::PatchFile]) -> String {
          pub static PATCHES: &[(&str, &str)] = &[\n",
     );
     for p in patches {
-        let _ = writeln!(s, "    ({:?}, include_str!({:?})),", p.name, dir.join(&p.name));
+        let _ = writeln!(
+            s,
+            "    ({:?}, include_str!({:?})),",
+            p.name,
+            dir.join(&p.name)
+        );
     }
     s.push_str("];\n");
     s
