@@ -125,7 +125,9 @@ pub fn render_report(report: &serde_json::Value) -> String {
         let _ = writeln!(
             s,
             "  {:<12} {:>7} {:>7}",
-            key, r["before"][key], r["after"][key]
+            key,
+            r["before"][key].as_u64().unwrap_or(0),
+            r["after"][key].as_u64().unwrap_or(0)
         );
     }
 
