@@ -245,36 +245,46 @@ fn path_arg(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
 }
 
-#[test]
-fn fetch_spec_pinned_document_over_http_matches_pin() {
-    let document = shared_spec("2.20.0");
-    let server = Server::start(vec![Route::ok(
-        "/v3/api-docs",
-        "application/json",
-        document.clone(),
-    )]);
-    let dir = TempDir::new("pinned");
+/// Serves `routes` on loopback and runs `fetch-spec --url <server><url_path> --out <tmp>/x.json`.
+fn fetch_over_http(
+    label: &str,
+    routes: Vec<Route>,
+    url_path: &str,
+) -> (Server, TempDir, PathBuf, Run) {
+    let server = Server::start(routes);
+    let dir = TempDir::new(label);
     let out = dir.join("x.json");
-
     let run = fetch_spec(
-        &[
-            "--url",
-            &server.url("/v3/api-docs"),
-            "--out",
-            path_arg(&out),
-        ],
+        &["--url", &server.url(url_path), "--out", path_arg(&out)],
         &dir.0,
     );
-
-    run.assert_code(0);
-    run.assert_stdout_contains("matches the pinned version 2.20.0 (sha256 verified)");
-    run.assert_stdout_contains(PINNED_SHA256);
     assert_eq!(
         server.requests(),
         1,
         "the script should have fetched once;\n{}",
         run.describe()
     );
+    (server, dir, out, run)
+}
+
+/// Asserts that a failed run left no output file.
+fn assert_no_output(out: &Path, run: &Run) {
+    assert!(
+        !out.exists(),
+        "no output file expected;\n{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn fetch_spec_pinned_document_over_http_matches_pin() {
+    let document = shared_spec("2.20.0");
+    let route = Route::ok("/v3/api-docs", "application/json", document.clone());
+    let (_server, _dir, out, run) = fetch_over_http("pinned", vec![route], "/v3/api-docs");
+
+    run.assert_code(0);
+    run.assert_stdout_contains("matches the pinned version 2.20.0 (sha256 verified)");
+    run.assert_stdout_contains(PINNED_SHA256);
     let written = std::fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}", out.display()));
     assert_eq!(
         sha256_hex(&written),
@@ -289,24 +299,8 @@ fn fetch_spec_pinned_document_over_http_matches_pin() {
 
 #[test]
 fn fetch_spec_newer_known_document_is_named_known_version() {
-    let document = shared_spec("2.27.0");
-    let server = Server::start(vec![Route::ok(
-        "/v3/api-docs",
-        "application/json",
-        document.clone(),
-    )]);
-    let dir = TempDir::new("known");
-    let out = dir.join("x.json");
-
-    let run = fetch_spec(
-        &[
-            "--url",
-            &server.url("/v3/api-docs"),
-            "--out",
-            path_arg(&out),
-        ],
-        &dir.0,
-    );
+    let route = Route::ok("/v3/api-docs", "application/json", shared_spec("2.27.0"));
+    let (_server, _dir, out, run) = fetch_over_http("known", vec![route], "/v3/api-docs");
 
     run.assert_code(0);
     run.assert_stdout_contains("known version 2.27.0");
@@ -318,66 +312,23 @@ fn fetch_spec_newer_known_document_is_named_known_version() {
 #[test]
 fn fetch_spec_garbage_body_exits_2_without_output() {
     let garbage = b"<html><body>Please log in</body></html>".to_vec();
-    let server = Server::start(vec![Route::ok("/v3/api-docs", "text/html", garbage)]);
-    let dir = TempDir::new("garbage");
-    let out = dir.join("x.json");
-
-    let run = fetch_spec(
-        &[
-            "--url",
-            &server.url("/v3/api-docs"),
-            "--out",
-            path_arg(&out),
-        ],
-        &dir.0,
-    );
+    let route = Route::ok("/v3/api-docs", "text/html", garbage);
+    let (_server, _dir, out, run) = fetch_over_http("garbage", vec![route], "/v3/api-docs");
 
     run.assert_code(2);
     run.assert_stderr_contains("not JSON");
     run.assert_stderr_contains("--url");
-    assert_eq!(
-        server.requests(),
-        1,
-        "the script should have fetched once;\n{}",
-        run.describe()
-    );
-    assert!(
-        !out.exists(),
-        "no output file expected;\n{}",
-        run.describe()
-    );
+    assert_no_output(&out, &run);
 }
 
 #[test]
 fn fetch_spec_http_404_exits_2_without_output() {
-    let server = Server::start(Vec::new());
-    let dir = TempDir::new("404");
-    let out = dir.join("x.json");
-
-    let run = fetch_spec(
-        &[
-            "--url",
-            &server.url("/no/such/api-docs"),
-            "--out",
-            path_arg(&out),
-        ],
-        &dir.0,
-    );
+    let (_server, _dir, out, run) = fetch_over_http("404", Vec::new(), "/no/such/api-docs");
 
     run.assert_code(2);
     run.assert_stderr_contains("HTTP 404");
     run.assert_stderr_contains("check the URL");
-    assert_eq!(
-        server.requests(),
-        1,
-        "the script should have fetched once;\n{}",
-        run.describe()
-    );
-    assert!(
-        !out.exists(),
-        "no output file expected;\n{}",
-        run.describe()
-    );
+    assert_no_output(&out, &run);
 }
 
 #[test]
@@ -435,11 +386,7 @@ fn fetch_spec_unreachable_url_exits_2_with_advice() {
     run.assert_code(2);
     run.assert_stderr_contains("failed");
     run.assert_stderr_contains("--url");
-    assert!(
-        !out.exists(),
-        "no output file expected;\n{}",
-        run.describe()
-    );
+    assert_no_output(&out, &run);
 }
 
 #[test]
