@@ -390,3 +390,41 @@ fn generation_view_keeps_one_success_type_and_drops_error_bodies_only_for_the_ge
     let g = generate::generate(&doc, None);
     assert_eq!(g.generated.len(), 1, "{:?}", g.excluded);
 }
+
+#[test]
+fn yaml_patch_file_is_read_like_json() {
+    let yaml = "- op: test\n  path: /a/type\n  value: integer\n- op: replace\n  path: /a/type\n  value: number\n";
+    let ops = repair::parse_patch("0002-widen-a.yaml", yaml.as_bytes()).expect("yaml patch");
+    let mut d = json!({"a": {"type": "integer"}});
+    let out = repair::apply_patches(
+        &mut d,
+        &[repair::PatchFile {
+            name: "0002-widen-a.yaml".into(),
+            ops: Ok(ops),
+        }],
+    );
+    assert_eq!(out[0].status, repair::PatchStatus::Applied);
+    assert_eq!(d, json!({"a": {"type": "number"}}));
+    assert!(repair::is_patch_file_name("0002-widen-a.yml"));
+    assert!(!repair::is_patch_file_name("README.md"));
+}
+
+#[test]
+fn add_over_an_existing_member_skips_the_patch_instead_of_overwriting() {
+    let mut d =
+        json!({"a": {"type": "array", "items": {"type": "string", "description": "IBKR's own"}}});
+    let before = d.clone();
+    let patch = repair::PatchFile {
+        name: "0003-x.json".into(),
+        ops: repair::parse_patch(
+            "0003-x.json",
+            br#"[{"op":"test","path":"/a/type","value":"array"},{"op":"add","path":"/a/items","value":{}}]"#,
+        ),
+    };
+    let out = repair::apply_patches(&mut d, &[patch]);
+    assert!(
+        matches!(&out[0].status, repair::PatchStatus::Skipped { reason } if reason.contains("already defines")),
+        "{out:?}"
+    );
+    assert_eq!(d, before);
+}
