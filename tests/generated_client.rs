@@ -82,3 +82,48 @@ async fn gateway_error_status_keeps_ibkr_error_text() {
         other => panic!("expected the raw response, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn place_order_sends_the_orders_object_the_gateway_expects_and_reads_a_question() {
+    let server = MockServer::start_async().await;
+    let mock = server
+        .mock_async(|when, then| {
+            when.method(POST)
+                .path("/v1/api/iserver/account/DU1234567/orders")
+                // The live gateway wants {"orders": [...]}; IBKR's document said a bare array
+                // (patch 0200).
+                .body_includes(r#"{"orders":[{"#)
+                .body_includes(r#""conid":265598"#);
+            then.status(200)
+                .header("content-type", "application/json")
+                .json_body(serde_json::json!([
+                    {
+                        "id": "07a13a5a-4a48-44a5-bb25-5ab37b79186c",
+                        "message": ["The following order exceeds the price percentage limit"],
+                        "isSuppressed": false,
+                        "messageIds": ["o163"]
+                    }
+                ]));
+        })
+        .await;
+    let client = build_client(&ClientOptions {
+        base_url: format!("{}/v1/api", server.base_url()),
+        ..ClientOptions::default()
+    })
+    .expect("client");
+    let body: ibkr_mcp::ibkr::types::OrdersSubmissionRequest = serde_json::from_value(serde_json::json!({
+        "orders": [{"conid": 265598, "orderType": "LMT", "price": 150.25, "side": "BUY", "tif": "DAY", "quantity": 1}]
+    }))
+    .expect("order body");
+    let reply = client
+        .post_iserver_account_account_id_orders()
+        .account_id("DU1234567")
+        .body(body)
+        .send()
+        .await
+        .expect("typed reply")
+        .into_inner();
+    mock.assert_async().await;
+    let reply = serde_json::to_value(reply).expect("serialize");
+    assert_eq!(reply[0]["messageIds"][0], "o163", "{reply}");
+}
