@@ -6,6 +6,7 @@
 
 pub mod generate;
 pub mod repair;
+pub mod tool_schema;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

@@ -1,0 +1,236 @@
+//! MCP tool input schemas derived from the repaired OpenAPI document.
+//!
+//! A tool's arguments are its operation's path, query and header parameters by name, plus
+//! `body` for a JSON request body. The schema is JSON Schema 2020-12 as strict MCP clients
+//! want it: every `$ref` inlined (many clients do not resolve them), no `nullable` and no
+//! `type: [T, "null"]` arrays, OpenAPI-only keywords removed or translated (`example` →
+//! `examples`, boolean `exclusiveMinimum` → numeric), descriptions, enums, defaults and
+//! examples carried over, `required` as the document says.
+
+use serde_json::{Map, Value, json};
+
+use super::repair::{METHODS, resolve};
+
+/// The JSON Schema dialect of every input schema.
+pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
+
+/// How deep `$ref`s are inlined before a recursive schema is cut off (as an open object).
+const MAX_DEPTH: usize = 12;
+
+/// The input schema of the operation with `operation_id`, or why there is none.
+pub fn input_schema(doc: &Value, operation_id: &str) -> Result<Value, String> {
+    let (path, method) = find_operation(doc, operation_id)
+        .ok_or_else(|| format!("operation `{operation_id}` is not in the document"))?;
+    let item = &doc["paths"][path.as_str()];
+    let op = &item[method];
+
+    // Path-level parameters, overridden by operation-level ones with the same name and place.
+    let mut params: Vec<&Map<String, Value>> = Vec::new();
+    let all = item
+        .get("parameters")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .chain(
+            op.get("parameters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten(),
+        );
+    for p in all {
+        let p = resolve(doc, p)
+            .ok_or_else(|| format!("{operation_id}: a parameter does not resolve"))?;
+        let key = |q: &Map<String, Value>| (q.get("name").cloned(), q.get("in").cloned());
+        params.retain(|q| key(q) != key(p));
+        params.push(p);
+    }
+
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for p in params {
+        let name = p.get("name").and_then(Value::as_str).unwrap_or_default();
+        let location = p.get("in").and_then(Value::as_str).unwrap_or_default();
+        if !matches!(location, "path" | "query" | "header") {
+            return Err(format!(
+                "{operation_id}: `{location}` parameter `{name}` cannot be a tool argument"
+            ));
+        }
+        let mut schema = match p.get("schema") {
+            Some(s) => convert(doc, s, 0),
+            None => json!({}),
+        };
+        let obj = schema
+            .as_object_mut()
+            .expect("converted schemas are objects");
+        if let Some(d) = p.get("description").and_then(Value::as_str) {
+            obj.entry("description")
+                .or_insert_with(|| Value::String(d.trim().to_string()));
+        }
+        if let Some(ex) = p.get("example") {
+            obj.insert("examples".into(), json!([ex]));
+        }
+        if p.get("required") == Some(&Value::Bool(true)) || location == "path" {
+            required.push(Value::String(name.to_string()));
+        }
+        properties.insert(name.to_string(), schema);
+    }
+
+    if let Some(body) = op.get("requestBody").and_then(|b| resolve(doc, b)) {
+        let content = body.get("content").and_then(Value::as_object);
+        let json_schema = content.and_then(|c| {
+            c.iter()
+                .find(|(ct, _)| {
+                    ct.as_str() == "application/json" || ct.starts_with("application/json;")
+                })
+                .map(|(_, media)| media)
+        });
+        let Some(media) = json_schema else {
+            return Err(format!("{operation_id}: the request body is not JSON"));
+        };
+        let mut schema = media
+            .get("schema")
+            .map_or_else(|| json!({}), |s| convert(doc, s, 0));
+        let obj = schema
+            .as_object_mut()
+            .expect("converted schemas are objects");
+        if let Some(d) = body.get("description").and_then(Value::as_str) {
+            obj.entry("description")
+                .or_insert_with(|| Value::String(d.trim().to_string()));
+        }
+        if let Some(ex) = media.get("example") {
+            obj.entry("examples").or_insert_with(|| json!([ex]));
+        }
+        if body.get("required") == Some(&Value::Bool(true)) {
+            required.push(Value::String("body".into()));
+        }
+        properties.insert("body".into(), schema);
+    }
+
+    let mut out = Map::new();
+    out.insert("$schema".into(), Value::String(DIALECT.into()));
+    out.insert("type".into(), Value::String("object".into()));
+    out.insert("properties".into(), Value::Object(properties));
+    if !required.is_empty() {
+        out.insert("required".into(), Value::Array(required));
+    }
+    out.insert("additionalProperties".into(), Value::Bool(false));
+    Ok(Value::Object(out))
+}
+
+fn find_operation(doc: &Value, operation_id: &str) -> Option<(String, &'static str)> {
+    let paths = doc.get("paths")?.as_object()?;
+    for (path, item) in paths {
+        for method in METHODS {
+            if item
+                .pointer(&format!("/{method}/operationId"))
+                .and_then(Value::as_str)
+                == Some(operation_id)
+            {
+                return Some((path.clone(), method));
+            }
+        }
+    }
+    None
+}
+
+/// Converts one OpenAPI 3.0 schema (object) to JSON Schema 2020-12 with references inlined.
+fn convert(doc: &Value, schema: &Value, depth: usize) -> Value {
+    let Some(obj) = schema.as_object() else {
+        return json!({});
+    };
+    if let Some(r) = obj.get("$ref").and_then(Value::as_str) {
+        if depth >= MAX_DEPTH {
+            return json!({"type": "object", "description": "(nested too deeply to describe here)"});
+        }
+        return match r.strip_prefix('#').and_then(|p| doc.pointer(p)) {
+            Some(target) => convert(doc, target, depth + 1),
+            None => json!({}),
+        };
+    }
+    let mut out = Map::new();
+    for (k, v) in obj {
+        match k.as_str() {
+            // OpenAPI-only or output-only keywords.
+            "nullable" | "discriminator" | "xml" | "externalDocs" | "readOnly" | "writeOnly" => {}
+            k if k.starts_with("x-") => {}
+            "example" => {
+                out.insert("examples".into(), json!([v]));
+            }
+            "properties" => {
+                let props: Map<String, Value> = v
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    // Properties the server fills in are not arguments.
+                    .filter(|(_, p)| {
+                        resolve(doc, p)
+                            .is_none_or(|p| p.get("readOnly") != Some(&Value::Bool(true)))
+                    })
+                    .map(|(name, p)| (name.clone(), convert(doc, p, depth + 1)))
+                    .collect();
+                out.insert(k.to_string(), Value::Object(props));
+            }
+            "items" | "not" => {
+                out.insert(k.to_string(), convert(doc, v, depth + 1));
+            }
+            "additionalProperties" => match v {
+                Value::Object(m) if m.is_empty() => {} // same as absent
+                Value::Object(_) => {
+                    out.insert(k.to_string(), convert(doc, v, depth + 1));
+                }
+                other => {
+                    out.insert(k.to_string(), other.clone());
+                }
+            },
+            "allOf" | "anyOf" | "oneOf" => {
+                let list: Vec<Value> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| convert(doc, s, depth + 1))
+                    .collect();
+                out.insert(k.to_string(), Value::Array(list));
+            }
+            "exclusiveMinimum" | "exclusiveMaximum" => {
+                // OpenAPI 3.0: a boolean modifying minimum/maximum; 2020-12: the bound itself.
+                let bound = if k == "exclusiveMinimum" {
+                    "minimum"
+                } else {
+                    "maximum"
+                };
+                if v == &Value::Bool(true) {
+                    if let Some(b) = obj.get(bound) {
+                        out.insert(k.to_string(), b.clone());
+                    }
+                } else if v.is_number() {
+                    out.insert(k.to_string(), v.clone());
+                }
+            }
+            "minimum" | "maximum" => {
+                let exclusive = if k == "minimum" {
+                    "exclusiveMinimum"
+                } else {
+                    "exclusiveMaximum"
+                };
+                if obj.get(exclusive) != Some(&Value::Bool(true)) {
+                    out.insert(k.to_string(), v.clone());
+                }
+            }
+            _ => {
+                out.insert(k.to_string(), v.clone());
+            }
+        }
+    }
+    // An enum that lists `null` (allowed by `nullable`) keeps only the values a caller sends.
+    if let Some(Value::Array(values)) = out.get_mut("enum") {
+        values.retain(|v| !v.is_null());
+    }
+    // `required` names only properties that remain (server-filled ones were removed).
+    if let Some(Value::Object(props)) = out.get("properties") {
+        let names: Vec<String> = props.keys().cloned().collect();
+        if let Some(Value::Array(req)) = out.get_mut("required") {
+            req.retain(|r| r.as_str().is_some_and(|r| names.iter().any(|n| n == r)));
+        }
+    }
+    Value::Object(out)
+}
