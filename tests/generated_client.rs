@@ -1,7 +1,16 @@
 //! One real call through the generated client against an HTTP mock gateway on loopback.
 
 use httpmock::prelude::*;
-use ibkr_mcp::ibkr::{ClientOptions, build_client};
+use ibkr_mcp::ibkr::{Client, ClientOptions, build_client};
+
+/// The generated client, pointed at the mock gateway's `/v1/api`.
+fn client_for(server: &MockServer) -> Client {
+    build_client(&ClientOptions {
+        base_url: format!("{}/v1/api", server.base_url()),
+        ..ClientOptions::default()
+    })
+    .expect("client")
+}
 
 #[tokio::test]
 async fn portfolio_accounts_over_http_returns_typed_accounts_and_keeps_undeclared_fields() {
@@ -27,11 +36,7 @@ async fn portfolio_accounts_over_http_returns_typed_accounts_and_keeps_undeclare
         })
         .await;
 
-    let client = build_client(&ClientOptions {
-        base_url: format!("{}/v1/api", server.base_url()),
-        ..ClientOptions::default()
-    })
-    .expect("client");
+    let client = client_for(&server);
     let accounts = client
         .get_portfolio_accounts()
         .send()
@@ -63,11 +68,7 @@ async fn gateway_error_status_keeps_ibkr_error_text() {
                 .body("not authenticated");
         })
         .await;
-    let client = build_client(&ClientOptions {
-        base_url: format!("{}/v1/api", server.base_url()),
-        ..ClientOptions::default()
-    })
-    .expect("client");
+    let client = client_for(&server);
     let err = client
         .get_portfolio_accounts()
         .send()
@@ -106,11 +107,7 @@ async fn place_order_sends_the_orders_object_the_gateway_expects_and_reads_a_que
                 ]));
         })
         .await;
-    let client = build_client(&ClientOptions {
-        base_url: format!("{}/v1/api", server.base_url()),
-        ..ClientOptions::default()
-    })
-    .expect("client");
+    let client = client_for(&server);
     let body: ibkr_mcp::ibkr::types::OrdersSubmissionRequest = serde_json::from_value(serde_json::json!({
         "orders": [{"conid": 265598, "orderType": "LMT", "price": 150.25, "side": "BUY", "tif": "DAY", "quantity": 1}]
     }))

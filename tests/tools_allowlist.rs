@@ -50,6 +50,15 @@ fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Names of the tools for which `pred` holds.
+fn tools_where(pred: impl Fn(&Tool) -> bool) -> Vec<String> {
+    load_tools()
+        .into_iter()
+        .filter(|t| pred(t))
+        .map(|t| t.name)
+        .collect()
+}
+
 fn load_tools() -> Vec<Tool> {
     let path = manifest_dir().join("spec").join("tools.toml");
     let text = std::fs::read_to_string(&path)
@@ -206,12 +215,7 @@ fn allowlist_name_prefix_matches_read_only_flag() {
 
 #[test]
 fn allowlist_destructive_tool_is_not_read_only() {
-    let tools = load_tools();
-    let wrong: Vec<&str> = tools
-        .iter()
-        .filter(|t| t.destructive && t.read_only)
-        .map(|t| t.name.as_str())
-        .collect();
+    let wrong = tools_where(|t| t.destructive && t.read_only);
     assert!(
         wrong.is_empty(),
         "destructive tools cannot be read-only: {wrong:?}"
@@ -220,12 +224,7 @@ fn allowlist_destructive_tool_is_not_read_only() {
 
 #[test]
 fn allowlist_read_only_tool_is_idempotent() {
-    let tools = load_tools();
-    let wrong: Vec<&str> = tools
-        .iter()
-        .filter(|t| t.read_only && !t.idempotent)
-        .map(|t| t.name.as_str())
-        .collect();
+    let wrong = tools_where(|t| t.read_only && !t.idempotent);
     assert!(
         wrong.is_empty(),
         "a read-only tool can be repeated safely, so it must be idempotent: {wrong:?}"
@@ -247,12 +246,7 @@ fn allowlist_toolset_is_known() {
 
 #[test]
 fn allowlist_open_world_is_always_true() {
-    let tools = load_tools();
-    let wrong: Vec<&str> = tools
-        .iter()
-        .filter(|t| !t.open_world)
-        .map(|t| t.name.as_str())
-        .collect();
+    let wrong = tools_where(|t| !t.open_world);
     assert!(
         wrong.is_empty(),
         "every tool talks to IBKR, so open_world must be true: {wrong:?}"
@@ -261,16 +255,11 @@ fn allowlist_open_world_is_always_true() {
 
 #[test]
 fn allowlist_description_when_present_is_not_empty() {
-    let tools = load_tools();
-    let wrong: Vec<&str> = tools
-        .iter()
-        .filter(|t| {
-            t.description
-                .as_deref()
-                .is_some_and(|d| d.trim().is_empty())
-        })
-        .map(|t| t.name.as_str())
-        .collect();
+    let wrong = tools_where(|t| {
+        t.description
+            .as_deref()
+            .is_some_and(|d| d.trim().is_empty())
+    });
     assert!(
         wrong.is_empty(),
         "omit description instead of leaving it empty: {wrong:?}"
