@@ -7,7 +7,9 @@
 //! - `operations.rs`: a table of generated operations and a typed-decoding function per
 //!   operation (used by tests and the tool layer);
 //! - `repaired_openapi.json`: the document the client was generated from;
-//! - `build_report.json`: what was patched, skipped, excluded and why.
+//! - `build_report.json`: what was patched, skipped, excluded and why;
+//! - `tools.json` and `tool_specs.rs`: the MCP tool table (`spec/tools.toml` joined with the
+//!   document and the client) as data, and as an invocation of the `ibkr_tools!` macro.
 //!
 //! A defect in the document never fails the build: patches that no longer apply are skipped,
 //! operations progenitor cannot generate are excluded, and both are reported as
@@ -20,6 +22,14 @@ mod repair;
 #[allow(dead_code)]
 #[path = "src/spec/generate.rs"]
 mod generate;
+
+#[allow(dead_code)]
+#[path = "src/spec/tool_schema.rs"]
+mod tool_schema;
+
+#[allow(dead_code)]
+#[path = "src/spec/toolgen.rs"]
+mod toolgen;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -39,6 +49,8 @@ fn run() -> Result<(), String> {
         "build.rs",
         "src/spec/repair.rs",
         "src/spec/generate.rs",
+        "src/spec/tool_schema.rs",
+        "src/spec/toolgen.rs",
         "patches",
         "spec",
     ] {
@@ -92,6 +104,23 @@ fn run() -> Result<(), String> {
             );
         }
     }
+
+    let allow_path = manifest.join("spec").join("tools.toml");
+    let allow_text = std::fs::read_to_string(&allow_path)
+        .map_err(|e| format!("cannot read {}: {e}", allow_path.display()))?;
+    let allowlist = toolgen::parse_allowlist(&allow_text)?;
+    let tools = toolgen::build_table(&allowlist, &repaired.doc, &generation);
+    for u in &tools.unavailable {
+        println!(
+            "cargo:warning=tool {} is not available from this document ({}): {}",
+            u.name, u.operation_id, u.reason
+        );
+    }
+    write(&out.join("tool_specs.rs"), &toolgen::render_macro(&tools))?;
+    write(
+        &out.join("tools.json"),
+        &serde_json::to_string(&tools).map_err(|e| e.to_string())?,
+    )?;
 
     write(&out.join("ibkr_api.rs"), &banner(&repaired, &input))?;
     append(&out.join("ibkr_api.rs"), &generation.code)?;

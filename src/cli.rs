@@ -1,4 +1,4 @@
-//! Command line: `ibkr-mcp spec patch` and `ibkr-mcp spec report`.
+//! Command line: `ibkr-mcp serve`, `ibkr-mcp tools`, `ibkr-mcp spec patch|report`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,6 +20,14 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the MCP server (streamable HTTP on --listen, or stdio).
+    Serve(Box<crate::config::ServeConfig>),
+    /// List every tool this build offers (name, toolset, access, IBKR operation).
+    Tools {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ToolsFormat::Text)]
+        format: ToolsFormat,
+    },
     /// Work with IBKR's OpenAPI document: write the repaired document, or report on a repair.
     #[command(subcommand)]
     Spec(SpecCommand),
@@ -66,10 +74,53 @@ pub enum ReportFormat {
     Json,
 }
 
+/// Formats of `ibkr-mcp tools`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ToolsFormat {
+    /// One line per tool.
+    Text,
+    /// The README's Markdown table.
+    Markdown,
+    /// The full definitions (schemas included).
+    Json,
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Spec(cmd) => run_spec(cmd),
+        Command::Tools { format } => {
+            let tools = crate::mcp::catalog::all();
+            match format {
+                ToolsFormat::Json => println!("{}", serde_json::to_string_pretty(tools)?),
+                ToolsFormat::Markdown => print!("{}", crate::mcp::catalog::markdown_table(tools)),
+                ToolsFormat::Text => {
+                    for t in tools {
+                        println!(
+                            "{:<36} {:<18} {:<11} {} {}",
+                            t.name,
+                            t.toolset,
+                            crate::mcp::catalog::access(t),
+                            t.method,
+                            t.path
+                        );
+                    }
+                }
+            }
+            for u in crate::mcp::catalog::unavailable() {
+                eprintln!("unavailable: {} ({}): {}", u.name, u.operation_id, u.reason);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(cfg) => {
+            crate::telemetry::init(&cfg.log, cfg.log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(crate::server::run(*cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+pub mod hooks;
+
 /// progenitor's output. Lints are silenced here only: the code is generated and IBKR's prose
 /// (doc comments) is not ours to fix.
 #[allow(warnings, clippy::all, clippy::pedantic, rustdoc::all)]
@@ -52,6 +54,8 @@ pub const DEFAULT_GATEWAY_URL: &str = "https://localhost:5000/v1/api";
 /// Options for [`build_client`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// What runs around every request (pacing, logging, raw-reply capture).
+    pub hooks: hooks::Hooks,
     /// Base URL including the `/v1/api` prefix.
     pub base_url: String,
     /// Accept a self-signed certificate (the gateway's own).
@@ -63,6 +67,7 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
+            hooks: hooks::Hooks::default(),
             base_url: DEFAULT_GATEWAY_URL.to_string(),
             accept_invalid_certs: false,
             timeout: Duration::from_secs(30),
@@ -87,5 +92,70 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, reqwest::Error> {
     Ok(Client::new_with_client(
         opts.base_url.trim_end_matches('/'),
         http,
+        opts.hooks.clone(),
     ))
+}
+
+/// What `/readyz` reports: whether the gateway answers and its brokerage session is usable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Readiness {
+    /// Reachable and authenticated.
+    pub ready: bool,
+    /// The gateway answered.
+    pub reachable: bool,
+    /// `authenticated` of the auth status.
+    pub authenticated: bool,
+    /// `connected` of the auth status.
+    pub connected: bool,
+    /// `competing` of the auth status.
+    pub competing: bool,
+    /// Why it is not ready, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Asks the gateway for its auth status (`POST /iserver/auth/status`) and reads the flags from
+/// the raw reply, whatever shape it has.
+pub async fn probe(client: &Client) -> Readiness {
+    let (result, record) = hooks::capture(client.post_iserver_auth_status().send()).await;
+    let mut r = Readiness::default();
+    let Some(reply) = record.reply else {
+        r.reason = Some(match result {
+            Err(e) => format!("gateway unreachable: {e}"),
+            Ok(_) => "no reply".into(),
+        });
+        return r;
+    };
+    r.reachable = true;
+    if reply.status == 401 {
+        r.reason = Some("not logged in (HTTP 401): log in at the gateway's page".into());
+        return r;
+    }
+    if !(200..300).contains(&reply.status) {
+        r.reason = Some(format!("gateway answered HTTP {}", reply.status));
+        return r;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+    let flag = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    };
+    r.authenticated = flag("authenticated");
+    r.connected = flag("connected");
+    r.competing = flag("competing");
+    r.ready = r.authenticated && !r.competing;
+    if !r.ready {
+        r.reason = Some(
+            if r.competing {
+                "another session (TWS, mobile, another gateway) holds the brokerage session"
+            } else if r.connected {
+                "logged in, but the brokerage session is not authenticated (ssodh/init needed)"
+            } else {
+                "not logged in: log in at the gateway's page"
+            }
+            .into(),
+        );
+    }
+    r
 }

@@ -7,6 +7,7 @@
 pub mod generate;
 pub mod repair;
 pub mod tool_schema;
+pub mod toolgen;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

@@ -414,11 +414,16 @@ fn sub_document(view: &Value, ops: &[&ViewOp]) -> Value {
     Value::Object(doc)
 }
 
-/// The progenitor settings we generate with: builder interface, merged tags.
+/// The progenitor settings we generate with: builder interface, merged tags, and our own
+/// `ClientHooks` implementation (required, so forgetting it is a compile error) over the inner
+/// type `crate::ibkr::hooks::Hooks`: every request passes through one place for pacing, logging
+/// and keeping the gateway's raw reply.
 pub fn settings() -> progenitor::GenerationSettings {
     let mut s = progenitor::GenerationSettings::default();
     s.with_interface(progenitor::InterfaceStyle::Builder)
-        .with_tag(progenitor::TagStyle::Merged);
+        .with_tag(progenitor::TagStyle::Merged)
+        .with_inner_type(quote::quote!(crate::ibkr::hooks::Hooks))
+        .with_hooks(progenitor::HooksMode::Expected);
     s
 }
 

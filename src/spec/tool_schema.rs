@@ -5,7 +5,8 @@
 //! want it: every `$ref` inlined (many clients do not resolve them), no `nullable` and no
 //! `type: [T, "null"]` arrays, OpenAPI-only keywords removed or translated (`example` →
 //! `examples`, boolean `exclusiveMinimum` → numeric), descriptions, enums, defaults and
-//! examples carried over, `required` as the document says.
+//! examples carried over, `required` as the document says. Objects with declared properties
+//! are closed (`additionalProperties: false`), at the top level and inside request bodies.
 
 use serde_json::{Map, Value, json};
 
@@ -224,6 +225,11 @@ fn convert(doc: &Value, schema: &Value, depth: usize) -> Value {
     // An enum that lists `null` (allowed by `nullable`) keeps only the values a caller sends.
     if let Some(Value::Array(values)) = out.get_mut("enum") {
         values.retain(|v| !v.is_null());
+    }
+    // An argument object with declared properties takes nothing else: a misspelt field of an
+    // order ticket must be an error, not a key the gateway silently ignores.
+    if out.contains_key("properties") && !out.contains_key("additionalProperties") {
+        out.insert("additionalProperties".into(), Value::Bool(false));
     }
     // `required` names only properties that remain (server-filled ones were removed).
     if let Some(Value::Object(props)) = out.get("properties") {

@@ -1,0 +1,327 @@
+//! What can go wrong in a tool call, told so the model (or its user) can act on it.
+//!
+//! Each [`ToolError`] becomes an `isError` tool result whose text says what happened and what to
+//! do next, naming the setting to change where one is involved, and whose `structuredContent`
+//! carries the same facts for programs (`{"error": {"kind": ..., ...}}`). Protocol errors are
+//! kept for protocol faults (unknown tool, internal bugs); see `crate::mcp`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// A tool call that did not produce the gateway's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolError {
+    /// Arguments do not fit the tool's input schema; nothing was sent.
+    InvalidArguments {
+        /// Tool name.
+        tool: String,
+        /// One line per problem, each naming its field.
+        problems: Vec<String>,
+        /// The tool's arguments, briefly.
+        usage: String,
+    },
+    /// The tool changes state and this server only reads.
+    TradingDisabled {
+        /// Tool name.
+        tool: String,
+    },
+    /// No connection could be made to the gateway.
+    Unreachable {
+        /// Gateway base URL.
+        url: String,
+        /// The connection error.
+        detail: String,
+    },
+    /// The gateway did not answer in time.
+    Timeout {
+        /// Gateway base URL.
+        url: String,
+        /// The configured timeout.
+        after: Duration,
+        /// The request changes state and may have reached IBKR.
+        write: bool,
+    },
+    /// The connection broke after the request was sent.
+    ConnectionLost {
+        /// The transport error.
+        detail: String,
+        /// The request changes state and may have reached IBKR.
+        write: bool,
+    },
+    /// The gateway has no authenticated brokerage session (HTTP 401).
+    NotAuthenticated {
+        /// Where a human logs in.
+        login_url: String,
+        /// The gateway's own words, if any.
+        detail: Option<String>,
+    },
+    /// IBKR refused the request (4xx, or HTTP 200 with an `error` member).
+    Rejected {
+        /// HTTP status.
+        status: u16,
+        /// IBKR's message.
+        message: String,
+    },
+    /// The gateway's pacing limit was hit (HTTP 429).
+    RateLimited {
+        /// `Retry-After`, when the gateway sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Our client-side pacing refused to send the request now.
+    Paced {
+        /// The limit, in words.
+        limit: String,
+        /// When a retry can succeed.
+        retry_after: Duration,
+    },
+    /// The gateway failed (5xx).
+    GatewayFailed {
+        /// HTTP status.
+        status: u16,
+        /// The gateway's message.
+        message: String,
+        /// The request changes state and may have been acted on.
+        write: bool,
+    },
+    /// A success status whose body is not the JSON the operation returns.
+    BadReply {
+        /// HTTP status.
+        status: u16,
+        /// What the body looks like.
+        detail: String,
+    },
+    /// A bug or an impossible state on our side.
+    Internal(String),
+}
+
+/// What to say about a write whose outcome is unknown.
+const WRITE_UNKNOWN: &str = "The request changes state and may have reached IBKR: it was NOT \
+     retried. Check the current state (for orders: list_orders) before trying again.";
+
+impl ToolError {
+    /// A short, stable identifier for programs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ToolError::InvalidArguments { .. } => "invalid_arguments",
+            ToolError::TradingDisabled { .. } => "trading_disabled",
+            ToolError::Unreachable { .. } => "gateway_unreachable",
+            ToolError::Timeout { .. } => "timeout",
+            ToolError::ConnectionLost { .. } => "connection_lost",
+            ToolError::NotAuthenticated { .. } => "not_authenticated",
+            ToolError::Rejected { .. } => "rejected",
+            ToolError::RateLimited { .. } => "rate_limited",
+            ToolError::Paced { .. } => "paced",
+            ToolError::GatewayFailed { .. } => "gateway_error",
+            ToolError::BadReply { .. } => "bad_reply",
+            ToolError::Internal(_) => "internal",
+        }
+    }
+
+    /// The text the model reads.
+    pub fn message(&self) -> String {
+        match self {
+            ToolError::InvalidArguments {
+                tool,
+                problems,
+                usage,
+            } => {
+                let mut s = format!("Invalid arguments for `{tool}`; nothing was sent to IBKR.\n");
+                for p in problems {
+                    s.push_str("- ");
+                    s.push_str(p);
+                    s.push('\n');
+                }
+                s.push_str(&format!("Fix them and call again. Arguments: {usage}"));
+                s
+            }
+            ToolError::TradingDisabled { tool } => format!(
+                "`{tool}` changes your account and this server is read-only. The user can allow \
+                 it by restarting the server with --allow-trading (IBKR_MCP_ALLOW_TRADING=true); \
+                 nothing was sent to IBKR."
+            ),
+            ToolError::Unreachable { url, detail } => format!(
+                "Cannot reach the IBKR Client Portal Gateway at {url} ({detail}). Check that the \
+                 gateway is running, or point this server at it with --gateway-url \
+                 (IBKR_MCP_GATEWAY_URL). Nothing was sent to IBKR."
+            ),
+            ToolError::Timeout { url, after, write } => {
+                let mut s = format!(
+                    "The gateway at {url} did not answer within {} s (--request-timeout, \
+                     IBKR_MCP_REQUEST_TIMEOUT).",
+                    after.as_secs_f64()
+                );
+                if *write {
+                    s.push(' ');
+                    s.push_str(WRITE_UNKNOWN);
+                } else {
+                    s.push_str(" Try again; if it keeps happening, check the gateway.");
+                }
+                s
+            }
+            ToolError::ConnectionLost { detail, write } => {
+                let mut s =
+                    format!("The connection to the gateway broke before it answered ({detail}).");
+                if *write {
+                    s.push(' ');
+                    s.push_str(WRITE_UNKNOWN);
+                } else {
+                    s.push_str(" Try again.");
+                }
+                s
+            }
+            ToolError::NotAuthenticated { login_url, detail } => {
+                let mut s = String::from(
+                    "The IBKR gateway has no authenticated brokerage session (HTTP 401)",
+                );
+                if let Some(d) = detail.as_deref().filter(|d| !d.is_empty()) {
+                    s.push_str(&format!(": {d}"));
+                }
+                s.push_str(&format!(
+                    ". Ask the user to log in at {login_url} (the gateway's login page, with \
+                     two-factor authentication), then call get_auth_status to confirm and retry."
+                ));
+                s
+            }
+            ToolError::Rejected { status, message } => {
+                format!("IBKR rejected the request (HTTP {status}): {message}")
+            }
+            ToolError::RateLimited { retry_after } => {
+                let wait = retry_after.map_or_else(
+                    || "a few seconds".to_string(),
+                    |d| format!("{} s", d.as_secs_f64().ceil()),
+                );
+                format!(
+                    "IBKR's rate limit was hit (HTTP 429). Wait {wait} before calling again; \
+                     repeated violations can put this IP in IBKR's penalty box for 10 minutes."
+                )
+            }
+            ToolError::Paced { limit, retry_after } => format!(
+                "Not sent: IBKR allows {limit}, and calling now would exceed it. Try again in {:.1} s.",
+                retry_after.as_secs_f64()
+            ),
+            ToolError::GatewayFailed {
+                status,
+                message,
+                write,
+            } => {
+                let mut s = format!("The gateway failed (HTTP {status}): {message}.");
+                if *write {
+                    s.push(' ');
+                    s.push_str(WRITE_UNKNOWN);
+                } else {
+                    s.push_str(
+                        " This is usually transient (the gateway restarting, or IBKR's backend \
+                         unavailable); try again in a few seconds.",
+                    );
+                }
+                s
+            }
+            ToolError::BadReply { status, detail } => format!(
+                "The gateway answered HTTP {status} but the body is not the JSON this operation \
+                 returns ({detail}). This happens while the gateway restarts; try again shortly."
+            ),
+            ToolError::Internal(m) => format!("Internal error in ibkr-mcp: {m}"),
+        }
+    }
+
+    /// The same facts as `structuredContent`.
+    pub fn structured(&self) -> Value {
+        let mut e = json!({ "kind": self.kind(), "message": self.message() });
+        let extra = match self {
+            ToolError::Rejected { status, .. }
+            | ToolError::GatewayFailed { status, .. }
+            | ToolError::BadReply { status, .. } => json!({ "status": status }),
+            ToolError::NotAuthenticated { login_url, .. } => {
+                json!({ "status": 401, "login_url": login_url })
+            }
+            ToolError::RateLimited { retry_after } => json!({
+                "status": 429,
+                "retry_after_seconds": retry_after.map(|d| d.as_secs_f64()),
+            }),
+            ToolError::Paced { retry_after, .. } => {
+                json!({ "retry_after_seconds": retry_after.as_secs_f64() })
+            }
+            ToolError::InvalidArguments { problems, .. } => json!({ "problems": problems }),
+            _ => json!({}),
+        };
+        if let (Value::Object(e), Value::Object(x)) = (&mut e, extra) {
+            e.extend(x);
+        }
+        json!({ "error": e })
+    }
+}
+
+/// IBKR's own message from an error body: `error`, `message` or `msg` of a JSON object, else
+/// the text itself; at most 500 characters.
+pub fn ibkr_message(body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => ["error", "message", "msg", "text"]
+            .iter()
+            .find_map(|k| match m.get(*k) {
+                Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+                Some(v @ Value::Object(_)) => Some(v.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| Value::Object(m).to_string()),
+        Ok(v) => v.to_string(),
+        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
+    };
+    let text = if text.is_empty() {
+        "(no message)".to_string()
+    } else {
+        text
+    };
+    match text.char_indices().nth(500) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ibkr_message_prefers_error_member_then_text() {
+        assert_eq!(ibkr_message(br#"{"error":"bad conid"}"#), "bad conid");
+        assert_eq!(ibkr_message(br#"{"message":"m","x":1}"#), "m");
+        assert_eq!(ibkr_message(b"plain words\n"), "plain words");
+        assert_eq!(ibkr_message(b""), "(no message)");
+        assert_eq!(ibkr_message(br#"{"a":1}"#), r#"{"a":1}"#);
+        let long = "x".repeat(900);
+        assert_eq!(ibkr_message(long.as_bytes()).chars().count(), 501);
+    }
+
+    #[test]
+    fn write_failures_say_not_retried_and_what_to_check() {
+        let m = ToolError::Timeout {
+            url: "https://gw".into(),
+            after: Duration::from_secs(30),
+            write: true,
+        }
+        .message();
+        assert!(
+            m.contains("NOT retried") && m.contains("list_orders"),
+            "{m}"
+        );
+        let r = ToolError::Timeout {
+            url: "https://gw".into(),
+            after: Duration::from_secs(30),
+            write: false,
+        }
+        .message();
+        assert!(!r.contains("NOT retried"), "{r}");
+    }
+
+    #[test]
+    fn not_authenticated_names_the_login_page() {
+        let e = ToolError::NotAuthenticated {
+            login_url: "https://localhost:5000/".into(),
+            detail: None,
+        };
+        assert!(e.message().contains("https://localhost:5000/"));
+        assert_eq!(e.structured()["error"]["kind"], "not_authenticated");
+        assert_eq!(e.structured()["error"]["status"], 401);
+    }
+}

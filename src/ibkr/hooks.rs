@@ -1,0 +1,273 @@
+//! The one place every request of the generated client passes through.
+//!
+//! progenitor is generated with `HooksMode::Expected` and the inner type [`Hooks`], so the
+//! `ClientHooks` implementation below is compiled into every operation. It:
+//! - removes the `api-version` header progenitor adds (a Dropshot convention the gateway does
+//!   not know) and sends `{}` for a body-less POST/PUT/PATCH (some gateway endpoints reject an
+//!   empty body with 411/400);
+//! - asks the [`Gate`] (pacing, set by the session layer) whether the request may go, and
+//!   refuses with a typed [`Refusal`] instead of sending it;
+//! - opens one tracing span per operation (operation id, status, duration) and logs bodies only
+//!   at TRACE, capped, never headers (the gateway's cookies stay out of logs);
+//! - keeps the gateway's raw reply (status and body bytes) for the tool call that made the
+//!   request ([`capture`]), so a reply that does not fit its generated type is still returned
+//!   to the model as IBKR sent it.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use progenitor_client::{ClientHooks, ClientInfo, Error, OperationInfo};
+use tracing::Instrument as _;
+
+use super::generated::Client;
+
+/// A decision to not send a request, made before it leaves the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// A client-side rate limit would be exceeded.
+    Paced {
+        /// The limit, in words ("1 request per 5 s for GET /iserver/account/orders").
+        limit: String,
+        /// When a retry can succeed.
+        retry_after: Duration,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Paced { limit, retry_after } => write!(
+                f,
+                "paced: {limit}; retry in {:.1} s",
+                retry_after.as_secs_f64()
+            ),
+        }
+    }
+}
+
+/// Decides, before each request, whether it may be sent now (waiting if it should).
+pub trait Gate: Send + Sync + std::fmt::Debug {
+    /// Waits until `operation_id` may be sent, or refuses it.
+    fn admit<'a>(
+        &'a self,
+        operation_id: &'static str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>>;
+    /// Told about every reply status (to back off after a 429, for instance).
+    fn observe(&self, operation_id: &'static str, status: u16, retry_after: Option<Duration>);
+}
+
+/// The inner value of the generated [`Client`]: what the hooks need.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    gate: Option<Arc<dyn Gate>>,
+}
+
+impl Hooks {
+    /// Hooks that admit every request.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Hooks that ask `gate` before each request.
+    pub fn with_gate(gate: Arc<dyn Gate>) -> Self {
+        Self { gate: Some(gate) }
+    }
+}
+
+/// What the gateway answered to the last request of a [`capture`] scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    /// operationId of the request.
+    pub operation_id: &'static str,
+    /// HTTP status.
+    pub status: u16,
+    /// The body exactly as received.
+    pub body: Bytes,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// Time from sending to the end of the body.
+    pub elapsed: Duration,
+}
+
+/// What happened inside a [`capture`] scope.
+#[derive(Debug, Default)]
+pub struct CallRecord {
+    /// The last reply received.
+    pub reply: Option<Captured>,
+    /// A refusal made before sending.
+    pub refusal: Option<Refusal>,
+    /// Number of requests that were handed to the network.
+    pub sent: u32,
+}
+
+tokio::task_local! {
+    static RECORD: RefCell<CallRecord>;
+}
+
+/// Runs `fut` (which makes gateway requests through the generated client) and returns its
+/// output with a record of what the gateway answered. Outside a scope nothing is recorded.
+pub async fn capture<F: Future>(fut: F) -> (F::Output, CallRecord) {
+    RECORD
+        .scope(RefCell::new(CallRecord::default()), async move {
+            let out = fut.await;
+            let record = RECORD.with(|r| std::mem::take(&mut *r.borrow_mut()));
+            (out, record)
+        })
+        .await
+}
+
+fn record(f: impl FnOnce(&mut CallRecord)) {
+    let _ = RECORD.try_with(|r| f(&mut r.borrow_mut()));
+}
+
+/// Bodies in TRACE logs are cut to this many bytes.
+const LOGGED_BODY_BYTES: usize = 1024;
+
+fn excerpt(body: &[u8]) -> String {
+    let cut = body.len().min(LOGGED_BODY_BYTES);
+    let mut s = String::from_utf8_lossy(&body[..cut]).into_owned();
+    if cut < body.len() {
+        s.push('…');
+    }
+    s
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+impl ClientHooks<Hooks> for Client {
+    async fn pre<E>(
+        &self,
+        request: &mut reqwest::Request,
+        info: &OperationInfo,
+    ) -> Result<(), Error<E>> {
+        request.headers_mut().remove("api-version");
+        let method = request.method().clone();
+        if (method == reqwest::Method::POST
+            || method == reqwest::Method::PUT
+            || method == reqwest::Method::PATCH)
+            && request.body().is_none()
+        {
+            *request.body_mut() = Some(reqwest::Body::from("{}"));
+            request.headers_mut().insert(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static("application/json"),
+            );
+        }
+        if let Some(gate) = &self.inner().gate
+            && let Err(refusal) = gate.admit(info.operation_id).await
+        {
+            let text = refusal.to_string();
+            record(|r| r.refusal = Some(refusal));
+            return Err(Error::Custom(text));
+        }
+        Ok(())
+    }
+
+    async fn exec(
+        &self,
+        request: reqwest::Request,
+        info: &OperationInfo,
+    ) -> reqwest::Result<reqwest::Response> {
+        let operation_id = info.operation_id;
+        let span = tracing::info_span!(
+            "ibkr",
+            operation = operation_id,
+            status = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let method = request.method().clone();
+        if tracing::enabled!(tracing::Level::TRACE)
+            && let Some(body) = request.body().and_then(reqwest::Body::as_bytes)
+        {
+            tracing::trace!(parent: &span, body = %excerpt(body), "request body");
+        }
+        record(|r| r.sent += 1);
+        let result = async {
+            let response = self.client().execute(request).await?;
+            let status = response.status();
+            let version = response.version();
+            let headers = response.headers().clone();
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, version, headers, body))
+        }
+        .instrument(span.clone())
+        .await;
+        let elapsed = started.elapsed();
+        span.record("duration_ms", elapsed.as_millis() as u64);
+        let (status, version, headers, body) = match result {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::warn!(parent: &span, %method, error = %e, "gateway request failed");
+                return Err(e);
+            }
+        };
+        span.record("status", status.as_u16());
+        tracing::debug!(parent: &span, %method, "gateway replied");
+        if tracing::enabled!(tracing::Level::TRACE) {
+            tracing::trace!(parent: &span, body = %excerpt(&body), "reply body");
+        }
+        if let Some(gate) = &self.inner().gate {
+            gate.observe(operation_id, status.as_u16(), retry_after(&headers));
+        }
+        record(|r| {
+            r.reply = Some(Captured {
+                operation_id,
+                status: status.as_u16(),
+                body: body.clone(),
+                content_type: headers
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                elapsed,
+            })
+        });
+        let mut rebuilt = http::Response::new(body);
+        *rebuilt.status_mut() = status;
+        *rebuilt.version_mut() = version;
+        *rebuilt.headers_mut() = headers;
+        Ok(reqwest::Response::from(rebuilt))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_ignores_dates_and_garbage() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            reqwest::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
+        h.insert(reqwest::header::RETRY_AFTER, "-3".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn excerpt_cuts_long_bodies() {
+        let long = vec![b'a'; 5000];
+        let e = excerpt(&long);
+        assert_eq!(e.chars().count(), LOGGED_BODY_BYTES + 1);
+        assert!(e.ends_with('…'));
+        assert_eq!(excerpt(b"{}"), "{}");
+    }
+}

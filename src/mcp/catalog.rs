@@ -1,0 +1,390 @@
+//! The tool catalog: every tool this build can offer (from `OUT_DIR/tools.json`, written by
+//! `build.rs` from `spec/tools.toml` and the repaired document), the toolsets, and the filter
+//! that decides which tools a server exposes.
+//!
+//! Filter order, applied to the whole catalog:
+//! 1. **read-only**: tools that change anything are removed unless trading is allowed; nothing
+//!    later can bring them back;
+//! 2. **toolsets**: only tools of the selected toolsets remain (`default`, `all` or a list);
+//! 3. **include**: tools named with `--tools` are added back from other toolsets (still subject
+//!    to step 1);
+//! 4. **exclude**: tools named with `--exclude-tools` are removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, LazyLock};
+
+use rmcp::model::{JsonObject, Tool, ToolAnnotations};
+use serde_json::Value;
+
+pub use crate::spec::toolgen::{ToolArg, ToolDef, Unavailable};
+
+/// A toolset: tools that belong together, selected as a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Toolset {
+    /// Identifier used in `--toolsets`.
+    pub id: &'static str,
+    /// One line about it.
+    pub description: &'static str,
+    /// Whether `default` includes it.
+    pub default: bool,
+}
+
+/// Every toolset, in the order they are documented.
+pub const TOOLSETS: &[Toolset] = &[
+    Toolset {
+        id: "session",
+        description: "Gateway and brokerage session: auth status, keep-alive, re-authentication",
+        default: true,
+    },
+    Toolset {
+        id: "accounts",
+        description: "Brokerage accounts, account summaries, P&L and allocation groups",
+        default: true,
+    },
+    Toolset {
+        id: "portfolio",
+        description: "Portfolio accounts, positions, ledger, allocation and summary",
+        default: true,
+    },
+    Toolset {
+        id: "contracts",
+        description: "Find contracts (conids) by symbol or name; contract details, rules, schedules",
+        default: true,
+    },
+    Toolset {
+        id: "market_data",
+        description: "Snapshots (quotes) and historical bars",
+        default: true,
+    },
+    Toolset {
+        id: "orders",
+        description: "Live orders, order status and trades; previews; placing, modifying and cancelling orders",
+        default: true,
+    },
+    Toolset {
+        id: "alerts",
+        description: "Price and condition alerts",
+        default: false,
+    },
+    Toolset {
+        id: "watchlists",
+        description: "Watchlists",
+        default: false,
+    },
+    Toolset {
+        id: "scanner",
+        description: "Market scanners",
+        default: false,
+    },
+    Toolset {
+        id: "fyi",
+        description: "FYI notifications and their settings",
+        default: false,
+    },
+    Toolset {
+        id: "portfolio_analyst",
+        description: "Portfolio Analyst performance and transaction history",
+        default: false,
+    },
+];
+
+/// Every tool this build offers, in allowlist order.
+pub fn all() -> &'static [ToolDef] {
+    static TABLE: LazyLock<Vec<ToolDef>> = LazyLock::new(|| {
+        let table: crate::spec::toolgen::ToolTable =
+            serde_json::from_str(include_str!(concat!(env!("OUT_DIR"), "/tools.json")))
+                .expect("build.rs writes a valid tools.json");
+        table.tools
+    });
+    &TABLE
+}
+
+/// Allowlisted tools the document this binary was built from cannot provide.
+pub fn unavailable() -> Vec<Unavailable> {
+    let table: crate::spec::toolgen::ToolTable =
+        serde_json::from_str(include_str!(concat!(env!("OUT_DIR"), "/tools.json")))
+            .expect("build.rs writes a valid tools.json");
+    table.unavailable
+}
+
+/// Which tools to expose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// Expose tools that change anything (orders, alerts, watchlists, settings, logout).
+    pub allow_trading: bool,
+    /// Toolset ids, or `default` / `all`.
+    pub toolsets: Vec<String>,
+    /// Tools added by name.
+    pub include: Vec<String>,
+    /// Tools removed by name.
+    pub exclude: Vec<String>,
+}
+
+impl Default for Filter {
+    fn default() -> Self {
+        Self {
+            allow_trading: false,
+            toolsets: vec!["default".into()],
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// The tools a server exposes, ready for `tools/list`.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    tools: Vec<(&'static ToolDef, Arc<Tool>)>,
+    by_name: BTreeMap<&'static str, usize>,
+    toolsets: Vec<&'static str>,
+    hidden_writes: BTreeSet<&'static str>,
+}
+
+impl Inventory {
+    /// Applies `filter` (in the documented order) to `catalog`. Unknown toolset or tool names
+    /// are errors that name the valid ones.
+    pub fn new(catalog: &'static [ToolDef], filter: &Filter) -> Result<Self, String> {
+        let known: BTreeSet<&str> = catalog.iter().map(|t| t.name.as_str()).collect();
+        for name in filter.include.iter().chain(&filter.exclude) {
+            if !known.contains(name.as_str()) {
+                return Err(format!(
+                    "unknown tool `{name}` in --tools/--exclude-tools (IBKR_MCP_TOOLS / \
+                     IBKR_MCP_EXCLUDE_TOOLS); `ibkr-mcp tools` lists every tool"
+                ));
+            }
+        }
+        let selected = selected_toolsets(&filter.toolsets)?;
+        let mut hidden_writes = BTreeSet::new();
+        let tools: Vec<(&'static ToolDef, Arc<Tool>)> = catalog
+            .iter()
+            .filter(|t| {
+                // 1. read-only
+                if !t.read_only && !filter.allow_trading {
+                    hidden_writes.insert(t.name.as_str());
+                    return false;
+                }
+                true
+            })
+            .filter(|t| {
+                // 2. toolsets, 3. include
+                selected.contains(t.toolset.as_str()) || filter.include.contains(&t.name)
+            })
+            // 4. exclude
+            .filter(|t| !filter.exclude.contains(&t.name))
+            .map(|t| (t, Arc::new(to_mcp_tool(t))))
+            .collect();
+        let by_name = tools
+            .iter()
+            .enumerate()
+            .map(|(i, (t, _))| (t.name.as_str(), i))
+            .collect();
+        Ok(Self {
+            tools,
+            by_name,
+            toolsets: selected.into_iter().collect(),
+            hidden_writes,
+        })
+    }
+
+    /// The exposed tools as MCP sees them.
+    pub fn mcp_tools(&self) -> Vec<Tool> {
+        self.tools.iter().map(|(_, t)| (**t).clone()).collect()
+    }
+
+    /// An exposed tool by name.
+    pub fn get(&self, name: &str) -> Option<&'static ToolDef> {
+        self.by_name.get(name).map(|&i| self.tools[i].0)
+    }
+
+    /// The MCP form of an exposed tool.
+    pub fn get_mcp(&self, name: &str) -> Option<Tool> {
+        self.by_name.get(name).map(|&i| (*self.tools[i].1).clone())
+    }
+
+    /// Whether `name` is a tool hidden because trading is not allowed.
+    pub fn is_hidden_write(&self, name: &str) -> bool {
+        self.hidden_writes.contains(name)
+    }
+
+    /// Number of exposed tools.
+    pub fn len(&self) -> usize {
+        self.tools.len()
+    }
+
+    /// Whether no tool is exposed.
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+
+    /// The selected toolsets.
+    pub fn toolsets(&self) -> &[&'static str] {
+        &self.toolsets
+    }
+
+    /// Exposed tool definitions.
+    pub fn defs(&self) -> impl Iterator<Item = &'static ToolDef> + '_ {
+        self.tools.iter().map(|(d, _)| *d)
+    }
+}
+
+fn selected_toolsets(list: &[String]) -> Result<BTreeSet<&'static str>, String> {
+    let mut out = BTreeSet::new();
+    for raw in list {
+        let id = raw.trim();
+        match id {
+            "" => {}
+            "all" => out.extend(TOOLSETS.iter().map(|t| t.id)),
+            "default" => out.extend(TOOLSETS.iter().filter(|t| t.default).map(|t| t.id)),
+            _ => match TOOLSETS.iter().find(|t| t.id == id) {
+                Some(t) => {
+                    out.insert(t.id);
+                }
+                None => {
+                    let valid: Vec<&str> = TOOLSETS.iter().map(|t| t.id).collect();
+                    return Err(format!(
+                        "unknown toolset `{id}` in --toolsets (IBKR_MCP_TOOLSETS); valid: default, \
+                         all, {}",
+                        valid.join(", ")
+                    ));
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// The MCP `Tool` for a definition: name, description, input and output schemas, annotations.
+pub fn to_mcp_tool(def: &ToolDef) -> Tool {
+    let input: JsonObject = match &def.input_schema {
+        Value::Object(m) => m.clone(),
+        _ => JsonObject::new(),
+    };
+    let mut tool = Tool::new(def.name.clone(), def.description.clone(), Arc::new(input))
+        .with_annotations(
+            ToolAnnotations::new()
+                .read_only(def.read_only)
+                .destructive(def.destructive)
+                .idempotent(def.idempotent)
+                .open_world(def.open_world),
+        );
+    if let Some(Value::Object(out)) = &def.output_schema {
+        tool = tool.with_raw_output_schema(Arc::new(out.clone()));
+    }
+    tool
+}
+
+/// `read-only`, `write` or `destructive`.
+pub fn access(def: &ToolDef) -> &'static str {
+    if def.read_only {
+        "read-only"
+    } else if def.destructive {
+        "destructive"
+    } else {
+        "write"
+    }
+}
+
+/// The README's tools table (Markdown), grouped by toolset in documentation order.
+pub fn markdown_table(tools: &[ToolDef]) -> String {
+    let mut s = String::from(
+        "| toolset | tool | access | IBKR endpoint | what it does |\n|---|---|---|---|---|\n",
+    );
+    for set in TOOLSETS {
+        for t in tools.iter().filter(|t| t.toolset == set.id) {
+            s.push_str(&format!(
+                "| {}{} | `{}` | {} | `{} {}` | {} |\n",
+                set.id,
+                if set.default { " (default)" } else { "" },
+                t.name,
+                access(t),
+                t.method,
+                t.path,
+                t.description.replace('|', "\\|")
+            ));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(inv: &Inventory) -> BTreeSet<String> {
+        inv.defs().map(|d| d.name.clone()).collect()
+    }
+
+    #[test]
+    fn default_filter_exposes_only_read_only_tools_of_default_toolsets() {
+        let inv = Inventory::new(all(), &Filter::default()).unwrap();
+        assert!(!inv.is_empty());
+        for d in inv.defs() {
+            assert!(d.read_only, "{} is a write", d.name);
+            assert!(
+                TOOLSETS.iter().any(|t| t.id == d.toolset && t.default),
+                "{} is not in a default toolset",
+                d.name
+            );
+        }
+        assert!(inv.is_hidden_write("place_orders"));
+        assert!(inv.get("place_orders").is_none());
+    }
+
+    #[test]
+    fn read_only_wins_over_include() {
+        let filter = Filter {
+            include: vec!["place_orders".into(), "list_alerts".into()],
+            ..Filter::default()
+        };
+        let inv = Inventory::new(all(), &filter).unwrap();
+        assert!(inv.get("place_orders").is_none());
+        assert!(inv.get("list_alerts").is_some());
+    }
+
+    #[test]
+    fn exclude_wins_over_toolsets_and_include() {
+        let filter = Filter {
+            allow_trading: true,
+            toolsets: vec!["all".into()],
+            include: vec!["cancel_order".into()],
+            exclude: vec!["cancel_order".into()],
+        };
+        let inv = Inventory::new(all(), &filter).unwrap();
+        assert_eq!(inv.len(), all().len() - 1);
+        assert!(!names(&inv).contains("cancel_order"));
+    }
+
+    #[test]
+    fn unknown_toolset_or_tool_is_an_error_naming_valid_ones() {
+        let e = Inventory::new(
+            all(),
+            &Filter {
+                toolsets: vec!["ordres".into()],
+                ..Filter::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("ordres") && e.contains("market_data"), "{e}");
+        let e = Inventory::new(
+            all(),
+            &Filter {
+                exclude: vec!["nope".into()],
+                ..Filter::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.contains("`nope`"), "{e}");
+    }
+
+    #[test]
+    fn every_catalog_toolset_is_known() {
+        for d in all() {
+            assert!(
+                TOOLSETS.iter().any(|t| t.id == d.toolset),
+                "{} has unknown toolset {}",
+                d.name,
+                d.toolset
+            );
+        }
+    }
+}
