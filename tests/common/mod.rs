@@ -76,3 +76,38 @@ pub fn samples() -> Vec<Sample> {
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
+
+/// Server state for tests: the MCP server pointed at `gateway_url` (a mock or the simulator),
+/// with `extra` command-line flags of `ibkr-mcp serve`.
+pub fn server_state(gateway_url: &str, extra: &[&str]) -> std::sync::Arc<ibkr_mcp::mcp::ServerState> {
+    use clap::Parser as _;
+    let mut argv = vec!["ibkr-mcp", "serve", "--gateway-url", gateway_url];
+    argv.extend_from_slice(extra);
+    let cli = ibkr_mcp::cli::Cli::try_parse_from(argv).expect("serve flags parse");
+    let ibkr_mcp::cli::Command::Serve(cfg) = cli.command else {
+        unreachable!("serve")
+    };
+    std::sync::Arc::new(ibkr_mcp::server::build_state(&cfg).expect("server state"))
+}
+
+/// An in-process MCP handler over `server_state`.
+pub fn server(gateway_url: &str, extra: &[&str]) -> ibkr_mcp::mcp::IbkrServer {
+    ibkr_mcp::mcp::IbkrServer::new(server_state(gateway_url, extra))
+}
+
+/// `arguments` of a tool call from a JSON object literal.
+pub fn args(v: serde_json::Value) -> Option<serde_json::Map<String, serde_json::Value>> {
+    match v {
+        serde_json::Value::Object(m) => Some(m),
+        other => panic!("arguments must be an object, not {other}"),
+    }
+}
+
+/// The concatenated text blocks of a tool result.
+pub fn text_of(r: &rmcp::model::CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
