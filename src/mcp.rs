@@ -164,12 +164,14 @@ impl IbkrServer {
                 }
             };
             tracing::debug!(arguments = %serde_json::Value::Object(args.clone()), "calling");
+            let body = args
+                .get("body")
+                .map(|b| bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
             let mut args = dispatch::Args::new(args);
-            let (sent, record) = hooks::capture(dispatch::call_generated(
-                &state.client,
-                &def.name,
-                &mut args,
-            ))
+            let (sent, record) = hooks::capture_with_body(
+                body,
+                dispatch::call_generated(&state.client, &def.name, &mut args),
+            )
             .await;
             let sent = sent.ok_or_else(|| {
                 McpError::internal_error(format!("tool `{}` has no generated call", def.name), None)

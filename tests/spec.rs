@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use common::golden;
 use ibkr_mcp::spec::{self, generate, repair};
 use serde_json::{Value, json};
 
@@ -136,30 +137,6 @@ fn built_client_generates_every_pinned_operation_but_unexpressible_ones() {
         );
     }
     assert_eq!(excluded.len(), 10, "{excluded:#?}");
-}
-
-/// Compares `actual` with the golden file, or rewrites it under `EXPECTORATE=overwrite`.
-fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
-        .join(name);
-    if std::env::var("EXPECTORATE").as_deref() == Ok("overwrite") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "{} is missing; run with EXPECTORATE=overwrite",
-            path.display()
-        )
-    });
-    assert_eq!(
-        expected,
-        actual,
-        "{} differs (EXPECTORATE=overwrite to accept)",
-        path.display()
-    );
 }
 
 /// The stable parts of a report: patch statuses, generated count, exclusions.

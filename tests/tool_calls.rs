@@ -57,7 +57,8 @@ async fn positions_put_account_and_page_in_the_path_and_options_in_the_query() {
                 .path("/v1/api/portfolio/DU1234567/positions/0")
                 .query_param("direction", "d")
                 .query_param("sort", "marketValue");
-            then.status(200).json_body(json!([{"acctId": "DU1234567", "conid": 265598, "position": 10.0}]));
+            then.status(200)
+                .json_body(json!([{"acctId": "DU1234567", "conid": 265598, "position": 10.0}]));
         })
         .await;
     let r = server(&gw(&gateway), &[])
@@ -80,7 +81,7 @@ async fn place_orders_posts_the_orders_object_to_the_account_path() {
             when.method(POST)
                 .path("/v1/api/iserver/account/DU1234567/orders")
                 .header("content-type", "application/json")
-                .json_body(json!({"orders": [{"conid": 265598, "orderType": "LMT", "price": 150.25, "side": "BUY", "tif": "DAY", "quantity": 3.0, "cOID": "my-1"}]}));
+                .json_body(json!({"orders": [{"conid": 265598, "orderType": "LMT", "price": 150.25, "side": "BUY", "tif": "DAY", "quantity": 3, "cOID": "my-1"}]}));
             then.status(200).json_body(json!([{"order_id": "1234", "order_status": "Submitted", "encrypt_message": "1"}]));
         })
         .await;
@@ -93,7 +94,10 @@ async fn place_orders_posts_the_orders_object_to_the_account_path() {
         .unwrap();
     m.assert_async().await;
     assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
-    assert_eq!(r.structured_content.unwrap()["items"][0]["order_id"], "1234");
+    assert_eq!(
+        r.structured_content.unwrap()["items"][0]["order_id"],
+        "1234"
+    );
 }
 
 #[tokio::test]
@@ -101,11 +105,17 @@ async fn body_less_post_sends_an_empty_json_object() {
     let gateway = MockServer::start_async().await;
     let m = gateway
         .mock_async(|when, then| {
-            when.method(POST).path("/v1/api/iserver/auth/status").body("{}");
-            then.status(200).json_body(json!({"authenticated": true, "connected": true, "competing": false}));
+            when.method(POST)
+                .path("/v1/api/iserver/auth/status")
+                .body("{}");
+            then.status(200)
+                .json_body(json!({"authenticated": true, "connected": true, "competing": false}));
         })
         .await;
-    let r = server(&gw(&gateway), &[]).call("get_auth_status", None).await.unwrap();
+    let r = server(&gw(&gateway), &[])
+        .call("get_auth_status", None)
+        .await
+        .unwrap();
     m.assert_async().await;
     assert_eq!(r.structured_content.unwrap()["authenticated"], true);
 }
@@ -122,7 +132,11 @@ async fn bad_arguments_are_reported_by_field_and_never_sent() {
     let s = server(&gw(&gateway), TRADING);
     let cases = [
         ("get_market_data_snapshot", json!({}), "conids"),
-        ("get_market_data_snapshot", json!({"conids": "1", "feilds": "31"}), "`feilds`: unknown argument"),
+        (
+            "get_market_data_snapshot",
+            json!({"conids": "1", "feilds": "31"}),
+            "`feilds`: unknown argument",
+        ),
         (
             "get_market_data_history",
             json!({"conid": "265598", "period": "1d", "bar": "1h", "outsideRth": "maybe"}),
@@ -145,9 +159,16 @@ async fn bad_arguments_are_reported_by_field_and_never_sent() {
         assert_eq!(r.is_error, Some(true), "{tool} {a}: {text}");
         assert!(text.contains(expected), "{tool} {a}: {text}");
         assert!(text.contains("nothing was sent"), "{text}");
-        assert_eq!(r.structured_content.unwrap()["error"]["kind"], "invalid_arguments");
+        assert_eq!(
+            r.structured_content.unwrap()["error"]["kind"],
+            "invalid_arguments"
+        );
     }
-    assert_eq!(any.hits_async().await, 0, "no request may reach the gateway");
+    assert_eq!(
+        any.calls_async().await,
+        0,
+        "no request may reach the gateway"
+    );
 }
 
 #[tokio::test]
@@ -160,13 +181,19 @@ async fn reply_that_does_not_fit_the_generated_type_is_returned_as_sent_with_a_n
             then.status(200).json_body(json!({"accounts": ["DU1234567", 42], "selectedAccount": "DU1234567", "brandNew": null}));
         })
         .await;
-    let r = server(&gw(&gateway), &[]).call("list_accounts", None).await.unwrap();
+    let r = server(&gw(&gateway), &[])
+        .call("list_accounts", None)
+        .await
+        .unwrap();
     let text = text_of(&r);
     assert_eq!(r.is_error, Some(false), "{text}");
     let sc = r.structured_content.unwrap();
     assert_eq!(sc["accounts"], json!(["DU1234567", 42]));
     assert_eq!(sc["brandNew"], json!(null), "nulls are kept as sent");
-    assert!(text.contains("does not match its documented shape") && text.contains("accounts"), "{text}");
+    assert!(
+        text.contains("does not match its documented shape") && text.contains("accounts"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -181,7 +208,8 @@ async fn gateway_statuses_become_actionable_errors() {
     gateway
         .mock_async(|when, then| {
             when.method(GET).path("/v1/api/iserver/contract/1/info");
-            then.status(400).json_body(json!({"error": "Invalid conid: 1"}));
+            then.status(400)
+                .json_body(json!({"error": "Invalid conid: 1"}));
         })
         .await;
     gateway
@@ -193,7 +221,9 @@ async fn gateway_statuses_become_actionable_errors() {
     gateway
         .mock_async(|when, then| {
             when.method(GET).path("/v1/api/portfolio/DU1/ledger");
-            then.status(200).header("content-type", "application/json").body("<html>gateway restarting");
+            then.status(200)
+                .header("content-type", "application/json")
+                .body("<html>gateway restarting");
         })
         .await;
     gateway
@@ -209,7 +239,11 @@ async fn gateway_statuses_become_actionable_errors() {
     let check = |r: rmcp::model::CallToolResult, kind: &str, words: &[&str]| {
         let text = text_of(&r);
         assert_eq!(r.is_error, Some(true), "{text}");
-        assert_eq!(r.structured_content.as_ref().unwrap()["error"]["kind"], kind, "{text}");
+        assert_eq!(
+            r.structured_content.as_ref().unwrap()["error"]["kind"],
+            kind,
+            "{text}"
+        );
         for w in words {
             assert!(text.contains(w), "`{w}` missing from: {text}");
         }
@@ -217,10 +251,15 @@ async fn gateway_statuses_become_actionable_errors() {
     check(
         s.call("list_accounts", None).await.unwrap(),
         "not_authenticated",
-        &["log in at https://localhost:5000/sso/Login", "not authenticated"],
+        &[
+            "log in at https://localhost:5000/sso/Login",
+            "not authenticated",
+        ],
     );
     check(
-        s.call("get_contract_info", args(json!({"conid": "1"}))).await.unwrap(),
+        s.call("get_contract_info", args(json!({"conid": "1"})))
+            .await
+            .unwrap(),
         "rejected",
         &["HTTP 400", "Invalid conid: 1"],
     );
@@ -230,7 +269,9 @@ async fn gateway_statuses_become_actionable_errors() {
         &["HTTP 503", "Service Unavailable", "try again"],
     );
     check(
-        s.call("get_portfolio_ledger", args(json!({"accountId": "DU1"}))).await.unwrap(),
+        s.call("get_portfolio_ledger", args(json!({"accountId": "DU1"})))
+            .await
+            .unwrap(),
         "bad_reply",
         &["not the JSON", "gateway restarting"],
     );
@@ -247,7 +288,8 @@ async fn order_rejected_with_http_200_error_body_is_an_error_with_ibkrs_words() 
     let m = gateway
         .mock_async(|when, then| {
             when.method(POST).path("/v1/api/iserver/account/DU1/orders");
-            then.status(200).json_body(json!({"error": "Invalid time-in-force for at-the-closing order."}));
+            then.status(200)
+                .json_body(json!({"error": "Invalid time-in-force for at-the-closing order."}));
         })
         .await;
     let r = server(&gw(&gateway), TRADING)
@@ -257,7 +299,7 @@ async fn order_rejected_with_http_200_error_body_is_an_error_with_ibkrs_words() 
         )
         .await
         .unwrap();
-    assert_eq!(m.hits_async().await, 1);
+    assert_eq!(m.calls_async().await, 1);
     let text = text_of(&r);
     assert_eq!(r.is_error, Some(true), "{text}");
     assert!(text.contains("Invalid time-in-force"), "{text}");
@@ -266,12 +308,19 @@ async fn order_rejected_with_http_200_error_body_is_an_error_with_ibkrs_words() 
 #[tokio::test]
 async fn unreachable_gateway_names_the_url_and_the_setting() {
     // A port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}/v1/api");
     let r = server(&url, &[]).call("list_accounts", None).await.unwrap();
     let text = text_of(&r);
     assert_eq!(r.is_error, Some(true));
-    assert!(text.contains(&url) && text.contains("IBKR_MCP_GATEWAY_URL"), "{text}");
+    assert!(
+        text.contains(&url) && text.contains("IBKR_MCP_GATEWAY_URL"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -279,21 +328,30 @@ async fn write_that_times_out_is_sent_once_and_says_check_before_retrying() {
     let gateway = MockServer::start_async().await;
     let m = gateway
         .mock_async(|when, then| {
-            when.method(DELETE).path("/v1/api/iserver/account/DU1/order/77");
-            then.status(200).delay(Duration::from_secs(3)).json_body(json!({"msg": "Request was submitted"}));
+            when.method(DELETE)
+                .path("/v1/api/iserver/account/DU1/order/77");
+            then.status(200)
+                .delay(Duration::from_secs(3))
+                .json_body(json!({"msg": "Request was submitted"}));
         })
         .await;
     let mut flags = TRADING.to_vec();
     flags.extend(["--request-timeout", "1"]);
     let r = server(&gw(&gateway), &flags)
-        .call("cancel_order", args(json!({"accountId": "DU1", "orderId": "77"})))
+        .call(
+            "cancel_order",
+            args(json!({"accountId": "DU1", "orderId": "77"})),
+        )
         .await
         .unwrap();
     let text = text_of(&r);
     assert_eq!(r.is_error, Some(true), "{text}");
     assert_eq!(r.structured_content.unwrap()["error"]["kind"], "timeout");
-    assert!(text.contains("NOT retried") && text.contains("list_orders"), "{text}");
-    assert_eq!(m.hits_async().await, 1, "a write is never retried");
+    assert!(
+        text.contains("NOT retried") && text.contains("list_orders"),
+        "{text}"
+    );
+    assert_eq!(m.calls_async().await, 1, "a write is never retried");
 }
 
 #[tokio::test]
@@ -314,10 +372,19 @@ async fn large_results_are_cut_with_a_note_naming_narrowing_arguments() {
         .unwrap();
     let text = text_of(&r);
     assert_eq!(r.is_error, Some(false), "{text}");
-    let shown = r.structured_content.unwrap()["items"].as_array().unwrap().len();
+    let shown = r.structured_content.unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .len();
     assert!(shown > 0 && shown < 500, "{shown}");
-    assert!(text.contains(&format!("shows {shown} of 500 items")), "{text}");
-    assert!(text.contains("days") && text.contains("IBKR_MCP_MAX_RESULT_BYTES"), "{text}");
+    assert!(
+        text.contains(&format!("shows {shown} of 500 items")),
+        "{text}"
+    );
+    assert!(
+        text.contains("days") && text.contains("IBKR_MCP_MAX_RESULT_BYTES"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -339,9 +406,12 @@ async fn write_tools_are_hidden_and_refused_by_name_when_trading_is_off() {
         .unwrap();
     assert_eq!(r.is_error, Some(true));
     assert!(text_of(&r).contains("--allow-trading"));
-    assert_eq!(any.hits_async().await, 0);
+    assert_eq!(any.calls_async().await, 0);
     let e = s.call("no_such_tool", None).await.unwrap_err();
     assert!(e.message.contains("unknown tool"), "{}", e.message);
-    let e = server(&gw(&gateway), &[]).call("list_alerts", None).await.unwrap_err();
+    let e = server(&gw(&gateway), &[])
+        .call("list_alerts", None)
+        .await
+        .unwrap_err();
     assert!(e.message.contains("toolset `alerts`"), "{}", e.message);
 }

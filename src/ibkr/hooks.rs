@@ -11,7 +11,10 @@
 //!   at TRACE, capped, never headers (the gateway's cookies stay out of logs);
 //! - keeps the gateway's raw reply (status and body bytes) for the tool call that made the
 //!   request ([`capture`]), so a reply that does not fit its generated type is still returned
-//!   to the model as IBKR sent it.
+//!   to the model as IBKR sent it;
+//! - sends a tool call's JSON body exactly as the caller wrote it ([`capture_with_body`]), after
+//!   the generated builder has checked that it converts to the operation's body type: the typed
+//!   round trip would drop empty lists and nulls and turn `1` into `1.0`.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -95,6 +98,8 @@ pub struct Captured {
 /// What happened inside a [`capture`] scope.
 #[derive(Debug, Default)]
 pub struct CallRecord {
+    /// The JSON body to send instead of the typed one (see [`capture_with_body`]).
+    pub body: Option<Bytes>,
     /// The last reply received.
     pub reply: Option<Captured>,
     /// A refusal made before sending.
@@ -110,8 +115,18 @@ tokio::task_local! {
 /// Runs `fut` (which makes gateway requests through the generated client) and returns its
 /// output with a record of what the gateway answered. Outside a scope nothing is recorded.
 pub async fn capture<F: Future>(fut: F) -> (F::Output, CallRecord) {
+    capture_with_body(None, fut).await
+}
+
+/// Like [`capture`], and every request with a body sends `body` (JSON) in place of the body
+/// the generated client serialized from its typed value.
+pub async fn capture_with_body<F: Future>(body: Option<Bytes>, fut: F) -> (F::Output, CallRecord) {
+    let record = CallRecord {
+        body,
+        ..CallRecord::default()
+    };
     RECORD
-        .scope(RefCell::new(CallRecord::default()), async move {
+        .scope(RefCell::new(record), async move {
             let out = fut.await;
             let record = RECORD.with(|r| std::mem::take(&mut *r.borrow_mut()));
             (out, record)
@@ -161,6 +176,14 @@ impl ClientHooks<Hooks> for Client {
             && request.body().is_none()
         {
             *request.body_mut() = Some(reqwest::Body::from("{}"));
+            request.headers_mut().insert(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static("application/json"),
+            );
+        }
+        let verbatim = RECORD.try_with(|r| r.borrow().body.clone()).ok().flatten();
+        if let Some(body) = verbatim {
+            *request.body_mut() = Some(reqwest::Body::from(body));
             request.headers_mut().insert(
                 reqwest::header::CONTENT_TYPE,
                 reqwest::header::HeaderValue::from_static("application/json"),

@@ -142,7 +142,7 @@ fn classify(
 }
 
 fn transport_error(err: &reqwest::Error, write: bool, ctx: &Context) -> ToolError {
-    let detail = error_chain(err);
+    let detail = root_cause(err);
     if err.is_timeout() {
         ToolError::Timeout {
             url: ctx.gateway_url.clone(),
@@ -179,17 +179,13 @@ pub fn status_error(status: u16, body: &[u8], write: bool, ctx: &Context) -> Too
     }
 }
 
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut src = err.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !parts.iter().any(|p| p.contains(&t)) {
-            parts.push(t);
-        }
-        src = s.source();
+/// The innermost error: "Connection refused (os error 111)" rather than reqwest's layers.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
     }
-    parts.join(": ")
+    cur.to_string()
 }
 
 fn excerpt(body: &[u8], n: usize) -> String {

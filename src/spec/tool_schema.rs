@@ -6,7 +6,8 @@
 //! `type: [T, "null"]` arrays, OpenAPI-only keywords removed or translated (`example` →
 //! `examples`, boolean `exclusiveMinimum` → numeric), descriptions, enums, defaults and
 //! examples carried over, `required` as the document says. Objects with declared properties
-//! are closed (`additionalProperties: false`), at the top level and inside request bodies.
+//! are closed (`additionalProperties: false`), at the top level and inside request bodies. A
+//! parameter the document leaves untyped is a string (it travels as text).
 
 use serde_json::{Map, Value, json};
 
@@ -63,6 +64,13 @@ pub fn input_schema(doc: &Value, operation_id: &str) -> Result<Value, String> {
         let obj = schema
             .as_object_mut()
             .expect("converted schemas are objects");
+        // A parameter the document leaves untyped travels as text in the URL or a header.
+        if !["type", "enum", "const", "anyOf", "oneOf", "allOf"]
+            .iter()
+            .any(|k| obj.contains_key(*k))
+        {
+            obj.insert("type".into(), Value::String("string".into()));
+        }
         if let Some(d) = p.get("description").and_then(Value::as_str) {
             obj.entry("description")
                 .or_insert_with(|| Value::String(d.trim().to_string()));

@@ -393,11 +393,10 @@ fn qualify(ty: &str) -> String {
     out
 }
 
-/// A tolerant output schema for the operation's first JSON 2xx response: the shape of
-/// `structuredContent` (an object response as it is; an array under `items`), naming the
-/// top-level properties the document describes (names only: descriptions would cost the model's
-/// context on every `tools/list`), with no types, no `required` and open objects,
-/// so that no real response, however far from IBKR's document, can fail to validate.
+/// A tolerant output schema for the operation's first JSON 2xx response: only the shape of
+/// `structuredContent` that holds whatever IBKR sends (an object; an array reply under `items`).
+/// IBKR's response schemas are too often wrong to promise more: a declared property type that
+/// the live gateway contradicts would make strict clients reject a good result.
 pub fn output_schema(doc: &Value, op: &Value) -> Option<Value> {
     let responses = op.get("responses")?.as_object()?;
     let (_, response) = responses
@@ -417,12 +416,12 @@ pub fn output_schema(doc: &Value, op: &Value) -> Option<Value> {
             "type": "object",
             "properties": { "items": { "type": "array" } },
         })),
-        _ => {
-            let props = schema.get("properties").and_then(Value::as_object)?;
-            let properties: Map<String, Value> =
-                props.keys().map(|name| (name.clone(), json!({}))).collect();
-            Some(json!({ "type": "object", "properties": properties }))
+        Some("object") | None
+            if schema.contains_key("properties") || schema.contains_key("additionalProperties") =>
+        {
+            Some(json!({ "type": "object" }))
         }
+        _ => None,
     }
 }
 

@@ -79,7 +79,10 @@ pub fn samples() -> Vec<Sample> {
 
 /// Server state for tests: the MCP server pointed at `gateway_url` (a mock or the simulator),
 /// with `extra` command-line flags of `ibkr-mcp serve`.
-pub fn server_state(gateway_url: &str, extra: &[&str]) -> std::sync::Arc<ibkr_mcp::mcp::ServerState> {
+pub fn server_state(
+    gateway_url: &str,
+    extra: &[&str],
+) -> std::sync::Arc<ibkr_mcp::mcp::ServerState> {
     use clap::Parser as _;
     let mut argv = vec!["ibkr-mcp", "serve", "--gateway-url", gateway_url];
     argv.extend_from_slice(extra);
@@ -110,4 +113,28 @@ pub fn text_of(r: &rmcp::model::CallToolResult) -> String {
         .filter_map(|c| c.as_text().map(|t| t.text.clone()))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Compares `actual` with the golden file, or rewrites it under `EXPECTORATE=overwrite`.
+pub fn golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var("EXPECTORATE").as_deref() == Ok("overwrite") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing; run with EXPECTORATE=overwrite",
+            path.display()
+        )
+    });
+    assert_eq!(
+        expected,
+        actual,
+        "{} differs (EXPECTORATE=overwrite to accept)",
+        path.display()
+    );
 }

@@ -1,0 +1,100 @@
+"""Fixtures for driving the real `ibkr-mcp` binary with real MCP clients.
+
+The binary is `$IBKR_MCP_BIN` (scripts/test sets it) or `target/debug/ibkr-mcp`. Each server
+runs on a free loopback port and is stopped at the end of the test; its log (stderr) is kept in
+the test's temporary folder and attached to failures.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("IBKR_MCP_BIN", ROOT / "target" / "debug" / "ibkr-mcp"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running `ibkr-mcp serve` process."""
+
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/mcp"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def wait_http(url: str, proc: subprocess.Popen, log_path: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout} s:\n{log_path.read_text()}")
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Starts `ibkr-mcp serve` with the given flags; returns a `Server`."""
+    assert BIN.exists(), f"{BIN} is missing: build it with `cargo build` (scripts/test does)"
+    started: list[Server] = []
+
+    def start(*flags: str, env: dict[str, str] | None = None) -> Server:
+        port = free_port()
+        log_path = tmp_path / f"server-{port}.log"
+        args = [str(BIN), "serve", "--listen", f"127.0.0.1:{port}", *flags]
+        full_env = {**os.environ, "IBKR_MCP_LOG": "ibkr_mcp=debug,rmcp=warn", **(env or {})}
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        server = Server(proc, port, log_path, args)
+        started.append(server)
+        wait_http(f"{server.base}/healthz", proc, log_path)
+        return server
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def gateway(httpserver):
+    """A mock Client Portal Gateway (pytest-httpserver) and its `/v1/api` base URL."""
+    return httpserver, httpserver.url_for("/v1/api")
