@@ -102,3 +102,39 @@ fn lost_keys(
         (a, b) => (a != b).then(|| path.to_string()),
     }
 }
+
+/// Every recorded 2xx response (any grade) of a tool's operation, shaped as the tool returns it
+/// (`structuredContent`), validates against that tool's output schema: the schemas promise
+/// nothing a real reply could break.
+#[test]
+fn recorded_replies_validate_against_tool_output_schemas() {
+    use ibkr_mcp::mcp::{catalog, results};
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for s in common::samples()
+        .iter()
+        .filter(|s| (200..300).contains(&s.status))
+    {
+        let Some(op) = operations::find(&s.method, &s.endpoint) else {
+            continue;
+        };
+        let Some(tool) = catalog::all()
+            .iter()
+            .find(|t| t.operation_id == op.operation_id)
+        else {
+            continue;
+        };
+        let Some(schema) = &tool.output_schema else {
+            continue;
+        };
+        let validator = jsonschema::validator_for(schema).expect("output schema compiles");
+        let content = results::structured(s.body.clone());
+        checked += 1;
+        if let Some(e) = validator.iter_errors(&content).next() {
+            failures.push(format!("{} ({}): {e}", s.name, tool.name));
+        }
+    }
+    println!("output schemas: {checked} recorded replies checked");
+    assert!(checked > 150, "only {checked} replies checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
