@@ -97,6 +97,73 @@ pub struct ServeConfig {
     )]
     pub allowed_hosts: Vec<String>,
 
+    /// Also allow orders on live (non-paper) accounts. Paper accounts have ids starting with
+    /// `DU`; every other account is treated as live. Needs --allow-trading.
+    #[arg(long, env = "IBKR_MCP_ALLOW_LIVE_TRADING", default_value_t = false)]
+    pub allow_live_trading: bool,
+
+    /// Accounts that write tools may act on, comma-separated (empty: any paper account, and
+    /// live accounts too with --allow-live-trading).
+    #[arg(long, env = "IBKR_MCP_TRADING_ACCOUNTS", value_delimiter = ',')]
+    pub trading_accounts: Vec<String>,
+
+    /// Largest quantity of one order (shares, contracts or units).
+    #[arg(long, env = "IBKR_MCP_MAX_ORDER_QUANTITY")]
+    pub max_order_quantity: Option<f64>,
+
+    /// Largest notional value of one order (price × quantity × multiplier, in the contract's
+    /// currency; market orders are valued at a fresh quote). Orders that cannot be valued are
+    /// refused.
+    #[arg(long, env = "IBKR_MCP_MAX_ORDER_NOTIONAL")]
+    pub max_order_notional: Option<f64>,
+
+    /// Security types orders may be for, comma-separated (e.g. STK,OPT,FUT,CASH; empty: any).
+    #[arg(long, env = "IBKR_MCP_ALLOWED_SEC_TYPES", value_delimiter = ',')]
+    pub allowed_sec_types: Vec<String>,
+
+    /// Most orders placed or modified per minute, across all clients.
+    #[arg(long, env = "IBKR_MCP_MAX_ORDERS_PER_MINUTE")]
+    pub max_orders_per_minute: Option<u32>,
+
+    /// Require a preview first: place_orders then needs the `previewToken` that
+    /// get_order_preview returned for exactly the same order (single use).
+    #[arg(long, env = "IBKR_MCP_REQUIRE_PREVIEW", default_value_t = false)]
+    pub require_preview: bool,
+
+    /// Seconds a preview token stays valid.
+    #[arg(long, env = "IBKR_MCP_PREVIEW_TTL", default_value_t = 120)]
+    pub preview_ttl: u64,
+
+    /// Append-only JSON Lines record of every write attempt (tool, masked arguments, policy
+    /// decision, gateway result). Default: $XDG_STATE_HOME/ibkr-mcp/audit.jsonl, else
+    /// ~/.local/state/ibkr-mcp/audit.jsonl.
+    #[arg(long, env = "IBKR_MCP_AUDIT_LOG")]
+    pub audit_log: Option<std::path::PathBuf>,
+
+    /// Bearer token MCP clients must send (`Authorization: Bearer ...`), at least 32
+    /// characters. Required to listen on a non-loopback address.
+    #[arg(long, env = "IBKR_MCP_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<Secret>,
+
+    /// Listen on a non-loopback address without a token. Anyone who can reach the port can
+    /// then use every exposed tool; a warning is logged at every start.
+    #[arg(long, env = "IBKR_MCP_INSECURE_NO_AUTH", default_value_t = false)]
+    pub insecure_no_auth: bool,
+
+    /// Browser origins allowed to call the MCP endpoint, comma-separated (e.g.
+    /// http://localhost:6274 for the Inspector's web UI). Requests with any other `Origin`
+    /// header are refused; requests without one (non-browser clients) pass.
+    #[arg(long, env = "IBKR_MCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Largest HTTP request body, in bytes.
+    #[arg(long, env = "IBKR_MCP_MAX_REQUEST_BYTES", default_value_t = 1_048_576)]
+    pub max_request_bytes: usize,
+
+    /// Seconds a client has to send a request's headers, and then its body.
+    #[arg(long, env = "IBKR_MCP_CLIENT_TIMEOUT", default_value_t = 30)]
+    pub client_timeout: u64,
+
     /// Log format.
     #[arg(long, env = "IBKR_MCP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -138,7 +205,71 @@ impl ServeConfig {
                 "--max-result-bytes (IBKR_MCP_MAX_RESULT_BYTES) must be at least 1024".into(),
             );
         }
+        if let Some(t) = &self.auth_token
+            && t.expose().chars().count() < 32
+        {
+            return Err(
+                "IBKR_MCP_AUTH_TOKEN (--auth-token) must be at least 32 characters; generate \
+                 one with e.g. `openssl rand -hex 32`"
+                    .into(),
+            );
+        }
+        if self.transport == Transport::Http
+            && !self.listen.ip().is_loopback()
+            && self.auth_token.is_none()
+            && !self.insecure_no_auth
+        {
+            return Err(format!(
+                "refusing to listen on {} without a token: anyone who can reach that address \
+                 could use this server. Set IBKR_MCP_AUTH_TOKEN (at least 32 characters) and send \
+                 it as `Authorization: Bearer <token>`, or listen on 127.0.0.1, or accept the risk \
+                 with --insecure-no-auth (IBKR_MCP_INSECURE_NO_AUTH=true)",
+                self.listen
+            ));
+        }
+        if self.allow_live_trading && !self.allow_trading {
+            return Err(
+                "--allow-live-trading (IBKR_MCP_ALLOW_LIVE_TRADING) needs --allow-trading \
+                 (IBKR_MCP_ALLOW_TRADING) as well"
+                    .into(),
+            );
+        }
+        for (name, v) in [
+            ("--max-order-quantity (IBKR_MCP_MAX_ORDER_QUANTITY)", self.max_order_quantity),
+            ("--max-order-notional (IBKR_MCP_MAX_ORDER_NOTIONAL)", self.max_order_notional),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(format!("{name} must be a positive number"));
+            }
+        }
+        if self.max_orders_per_minute == Some(0) {
+            return Err("--max-orders-per-minute (IBKR_MCP_MAX_ORDERS_PER_MINUTE) must be at \
+                        least 1 (use the read-only default to allow none)"
+                .into());
+        }
+        if self.client_timeout == 0 || self.max_request_bytes < 1024 {
+            return Err("--client-timeout must be at least 1 s and --max-request-bytes at least \
+                        1024"
+                .into());
+        }
         Ok(())
+    }
+
+    /// Where the audit log is written.
+    pub fn audit_path(&self) -> std::path::PathBuf {
+        if let Some(p) = &self.audit_log {
+            return p.clone();
+        }
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+            });
+        match state {
+            Some(dir) => dir.join("ibkr-mcp").join("audit.jsonl"),
+            None => std::path::PathBuf::from("ibkr-mcp-audit.jsonl"),
+        }
     }
 
     /// Per-request timeout.
@@ -160,6 +291,30 @@ impl ServeConfig {
             Ok(u) => format!("{}/", u.origin().ascii_serialization()),
             Err(_) => self.gateway_url.clone(),
         }
+    }
+}
+
+/// A secret setting: never printed (`Debug` shows `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
     }
 }
 
@@ -219,6 +374,27 @@ mod tests {
         assert!(is_loopback_url("https://LOCALHOST:5000"));
         assert!(!is_loopback_url("https://gateway:5000/v1/api"));
         assert!(!is_loopback_url("https://10.0.0.2/v1/api"));
+    }
+
+    #[test]
+    fn off_loopback_without_a_token_refuses_to_start() {
+        let c = parse(&["--listen", "0.0.0.0:5002"]);
+        let e = c.validate().unwrap_err();
+        assert!(e.contains("IBKR_MCP_AUTH_TOKEN") && e.contains("--insecure-no-auth"), "{e}");
+        parse(&["--listen", "0.0.0.0:5002", "--insecure-no-auth"]).validate().unwrap();
+        let short = parse(&["--listen", "0.0.0.0:5002", "--auth-token", "short"]);
+        assert!(short.validate().unwrap_err().contains("at least 32"));
+        let ok = parse(&["--listen", "0.0.0.0:5002", "--auth-token", &"x".repeat(32)]);
+        ok.validate().unwrap();
+        assert!(!format!("{ok:?}").contains(&"x".repeat(32)), "the token is never printed");
+    }
+
+    #[test]
+    fn live_trading_needs_trading_and_limits_must_be_positive() {
+        assert!(parse(&["--allow-live-trading"]).validate().is_err());
+        parse(&["--allow-live-trading", "--allow-trading"]).validate().unwrap();
+        assert!(parse(&["--max-order-notional", "-5"]).validate().is_err());
+        assert!(parse(&["--max-orders-per-minute", "0"]).validate().is_err());
     }
 
     #[test]

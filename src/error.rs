@@ -91,6 +91,15 @@ pub enum ToolError {
         /// What the body looks like.
         detail: String,
     },
+    /// This server's trading policy refused the call; nothing was sent.
+    PolicyRefused {
+        /// The rule that refused it.
+        rule: &'static str,
+        /// What happened and what to do.
+        message: String,
+    },
+    /// The audit log cannot be written, so no write is sent.
+    AuditUnavailable(String),
     /// A bug or an impossible state on our side.
     Internal(String),
 }
@@ -114,6 +123,8 @@ impl ToolError {
             ToolError::Paced { .. } => "paced",
             ToolError::GatewayFailed { .. } => "gateway_error",
             ToolError::BadReply { .. } => "bad_reply",
+            ToolError::PolicyRefused { .. } => "policy_refused",
+            ToolError::AuditUnavailable(_) => "audit_unavailable",
             ToolError::Internal(_) => "internal",
         }
     }
@@ -221,6 +232,14 @@ impl ToolError {
                 "The gateway answered HTTP {status} but the body is not the JSON this operation \
                  returns ({detail}). This happens while the gateway restarts; try again shortly."
             ),
+            ToolError::PolicyRefused { message, .. } => format!(
+                "Refused by this server's trading policy; nothing was sent to IBKR: {message}"
+            ),
+            ToolError::AuditUnavailable(m) => format!(
+                "Not sent: every write is recorded in the audit log first, and it cannot be \
+                 written ({m}). The user can point it elsewhere with --audit-log \
+                 (IBKR_MCP_AUDIT_LOG)."
+            ),
             ToolError::Internal(m) => format!("Internal error in ibkr-mcp: {m}"),
         }
     }
@@ -243,6 +262,7 @@ impl ToolError {
                 json!({ "retry_after_seconds": retry_after.as_secs_f64() })
             }
             ToolError::InvalidArguments { problems, .. } => json!({ "problems": problems }),
+            ToolError::PolicyRefused { rule, .. } => json!({ "rule": rule }),
             _ => json!({}),
         };
         if let (Value::Object(e), Value::Object(x)) = (&mut e, extra) {

@@ -1,14 +1,24 @@
 //! The HTTP side: MCP over streamable HTTP at `/mcp` (and `/mcp/`), `/healthz` (the process is
 //! up) and `/readyz` (the gateway is reachable and its brokerage session authenticated).
+//!
+//! Every request first passes [`guard`]: the `Host` header must be an allowed host (DNS
+//! rebinding protection), an `Origin` header, if present, an allowed origin, and, when a token
+//! is configured, `Authorization: Bearer <token>` must match it (compared in constant time;
+//! `/healthz` is exempt so container health checks need no secret). Request bodies are read
+//! whole, up to a size limit and within a time limit, and [`serve`] gives clients a time limit
+//! for sending headers, so a slow or oversized client cannot tie the server up.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::Json;
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
@@ -19,16 +29,34 @@ use crate::mcp::{IbkrServer, ServerState};
 /// HTTP settings that are not the MCP server's.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// Accepted `Host` header values.
+    /// Accepted `Host` header values (`name` matches any port; `name:port` only that port).
     pub allowed_hosts: Vec<String>,
+    /// Accepted `Origin` header values.
+    pub allowed_origins: Vec<String>,
+    /// Bearer token clients must present, if any.
+    pub token: Option<String>,
+    /// Largest request body.
+    pub max_request_bytes: usize,
+    /// Time a client has to send a request body.
+    pub client_timeout: Duration,
     /// Cancelled to shut down.
     pub shutdown: CancellationToken,
 }
 
-/// The router: MCP, health and readiness.
+#[derive(Debug)]
+struct Guard {
+    hosts: Vec<String>,
+    origins: Vec<String>,
+    token: Option<String>,
+    max_body: usize,
+    body_timeout: Duration,
+}
+
+/// The router: MCP, health and readiness, behind the guard.
 pub fn app(state: Arc<ServerState>, opts: &HttpOptions) -> Router {
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(opts.allowed_hosts.clone())
+        .with_max_request_body_bytes(opts.max_request_bytes)
         .with_cancellation_token(opts.shutdown.child_token());
     let factory_state = state.clone();
     let mcp = StreamableHttpService::new(
@@ -36,12 +64,144 @@ pub fn app(state: Arc<ServerState>, opts: &HttpOptions) -> Router {
         Arc::new(LocalSessionManager::default()),
         config,
     );
+    let guard = Arc::new(Guard {
+        hosts: opts.allowed_hosts.clone(),
+        origins: opts.allowed_origins.clone(),
+        token: opts.token.clone(),
+        max_body: opts.max_request_bytes,
+        body_timeout: opts.client_timeout,
+    });
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route_service("/mcp", mcp.clone())
         .route_service("/mcp/", mcp)
         .with_state(state)
+        .layer(middleware::from_fn_with_state(guard.clone(), bounded_body))
+        .layer(middleware::from_fn_with_state(guard, self::guard))
+}
+
+fn refusal(status: StatusCode, message: String) -> Response {
+    let mut r = (status, Json(json!({ "error": message }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}
+
+/// Host, Origin and bearer-token checks for every request.
+async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    if !host_allowed(&g.hosts, host) {
+        tracing::warn!(host, "request refused: Host not allowed");
+        return refusal(
+            StatusCode::FORBIDDEN,
+            format!(
+                "Host `{host}` is not allowed; add it to --allowed-hosts (IBKR_MCP_ALLOWED_HOSTS)"
+            ),
+        );
+    }
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or("");
+        if !g.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+            tracing::warn!(origin, "request refused: Origin not allowed");
+            return refusal(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Origin `{origin}` is not allowed; add it to --allowed-origins \
+                     (IBKR_MCP_ALLOWED_ORIGINS)"
+                ),
+            );
+        }
+    }
+    if let Some(token) = &g.token
+        && req.uri().path() != "/healthz"
+        && !bearer_matches(req.headers(), token)
+    {
+        tracing::warn!(path = req.uri().path(), "request refused: missing or wrong bearer token");
+        return refusal(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token: send `Authorization: Bearer <IBKR_MCP_AUTH_TOKEN>`"
+                .into(),
+        );
+    }
+    next.run(req).await
+}
+
+/// Reads the request body whole, within the size and time limits.
+async fn bounded_body(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > g.max_body) {
+        return refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {} bytes (--max-request-bytes)", g.max_body),
+        );
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(g.body_timeout, axum::body::to_bytes(body, g.max_body))
+        .await
+    {
+        Err(_) => {
+            return refusal(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "request body not received within {} s (--client-timeout)",
+                    g.body_timeout.as_secs()
+                ),
+            );
+        }
+        Ok(Err(_)) => {
+            return refusal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body over {} bytes, or broken (--max-request-bytes)",
+                    g.max_body
+                ),
+            );
+        }
+        Ok(Ok(b)) => b,
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// Whether a `Host` header value is allowed.
+pub fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    allowed.iter().any(|a| {
+        let a = a.trim().trim_start_matches('[').replace("]:", ":");
+        let a = a.trim_end_matches(']');
+        a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name)
+    })
+}
+
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+    else {
+        return false;
+    };
+    given.trim().as_bytes().ct_eq(token.as_bytes()).into()
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -61,7 +221,53 @@ async fn readyz(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
     )
 }
 
-/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM) or `token` is cancelled.
+/// Serves `app` on `listener` until `shutdown` is cancelled, giving each client `header_timeout`
+/// to send a request's headers, then finishing the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {},
+        () = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("connections still open after 10 s; stopping anyway");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM) or `token` is cancelled,
+/// and cancels `token`.
 pub async fn shutdown_signal(token: CancellationToken) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -83,4 +289,37 @@ pub async fn shutdown_signal(token: CancellationToken) {
         _ = token.cancelled() => {},
     }
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_match_with_or_without_port() {
+        let allowed: Vec<String> = ["localhost", "127.0.0.1", "::1", "mcp.internal:8443"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(host_allowed(&allowed, "localhost:5002"));
+        assert!(host_allowed(&allowed, "127.0.0.1"));
+        assert!(host_allowed(&allowed, "[::1]:5002"));
+        assert!(host_allowed(&allowed, "mcp.internal:8443"));
+        assert!(!host_allowed(&allowed, "mcp.internal:9999"));
+        assert!(!host_allowed(&allowed, "evil.example"));
+        assert!(!host_allowed(&allowed, "localhost.evil.example:5002"));
+        assert!(!host_allowed(&allowed, ""));
+    }
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let mut h = HeaderMap::new();
+        assert!(!bearer_matches(&h, "secret"));
+        h.insert(header::AUTHORIZATION, "Bearer secret".parse().unwrap());
+        assert!(bearer_matches(&h, "secret"));
+        h.insert(header::AUTHORIZATION, "Bearer secre".parse().unwrap());
+        assert!(!bearer_matches(&h, "secret"));
+        h.insert(header::AUTHORIZATION, "Basic secret".parse().unwrap());
+        assert!(!bearer_matches(&h, "secret"));
+    }
 }

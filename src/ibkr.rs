@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 pub mod hooks;
+pub mod market;
 
 /// progenitor's output. Lints are silenced here only: the code is generated and IBKR's prose
 /// (doc comments) is not ours to fix.

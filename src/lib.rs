@@ -7,12 +7,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod ibkr;
 pub mod mcp;
+pub mod policy;
 pub mod server;
 pub mod spec;
 pub mod telemetry;

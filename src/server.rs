@@ -33,7 +33,28 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
         },
     )
     .map_err(anyhow::Error::msg)?;
+    let mut inventory = inventory;
+    if cfg.require_preview {
+        inventory.add_argument(
+            "place_orders",
+            crate::mcp::PREVIEW_TOKEN_ARG,
+            "Token from get_order_preview for exactly this accountId and body (single use, \
+             short-lived). This server requires a preview before every order.",
+        );
+    }
+    let policy = crate::policy::Policy::new(crate::policy::Limits {
+        allow_live: cfg.allow_live_trading,
+        accounts: cfg.trading_accounts.clone(),
+        max_quantity: cfg.max_order_quantity,
+        max_notional: cfg.max_order_notional,
+        sec_types: cfg.allowed_sec_types.clone(),
+        max_orders_per_minute: cfg.max_orders_per_minute,
+        require_preview: cfg.require_preview,
+        preview_ttl: std::time::Duration::from_secs(cfg.preview_ttl),
+    });
     Ok(ServerState {
+        policy,
+        audit: crate::audit::AuditLog::new(cfg.audit_path()),
         client,
         inventory,
         results: results::Context {
@@ -55,6 +76,10 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         tools = state.inventory.len(),
         toolsets = %state.inventory.toolsets().join(","),
         allow_trading = cfg.allow_trading,
+        allow_live_trading = cfg.allow_live_trading,
+        require_preview = cfg.require_preview,
+        auth = if cfg.auth_token.is_some() { "bearer token" } else { "none" },
+        audit_log = %state.audit.path().display(),
         "starting ibkr-mcp {}",
         env!("CARGO_PKG_VERSION")
     );
@@ -67,30 +92,43 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
             running.waiting().await.context("stdio transport")?;
         }
         Transport::Http => {
+            if !cfg.listen.ip().is_loopback() && cfg.auth_token.is_none() {
+                tracing::warn!(
+                    listen = %cfg.listen,
+                    "INSECURE: listening on a non-loopback address without a token \
+                     (--insecure-no-auth): anyone who can reach this port can use every exposed tool"
+                );
+            }
             let shutdown = CancellationToken::new();
             let app = http::app(
                 state,
                 &HttpOptions {
                     allowed_hosts: cfg.allowed_hosts.clone(),
+                    allowed_origins: cfg.allowed_origins.clone(),
+                    token: cfg.auth_token.as_ref().map(|t| t.expose().to_string()),
+                    max_request_bytes: cfg.max_request_bytes,
+                    client_timeout: std::time::Duration::from_secs(cfg.client_timeout),
                     shutdown: shutdown.clone(),
                 },
             );
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
                 .with_context(|| {
-                    format!(
-                        "cannot listen on {} (--listen, IBKR_MCP_LISTEN)",
-                        cfg.listen
-                    )
+                    format!("cannot listen on {} (--listen, IBKR_MCP_LISTEN)", cfg.listen)
                 })?;
             tracing::info!(
                 "MCP endpoint http://{}/mcp",
                 listener.local_addr().unwrap_or(cfg.listen)
             );
-            axum::serve(listener, app)
-                .with_graceful_shutdown(http::shutdown_signal(shutdown))
-                .await
-                .context("HTTP server")?;
+            tokio::spawn(http::shutdown_signal(shutdown.clone()));
+            http::serve(
+                listener,
+                app,
+                shutdown,
+                std::time::Duration::from_secs(cfg.client_timeout),
+            )
+            .await
+            .context("HTTP server")?;
         }
     }
     Ok(())

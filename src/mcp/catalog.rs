@@ -186,6 +186,30 @@ impl Inventory {
         })
     }
 
+    /// Adds a required string argument to an exposed tool's input schema (arguments the server
+    /// itself consumes, such as place_orders' preview token).
+    pub fn add_argument(&mut self, tool: &str, name: &str, description: &str) {
+        let Some(&i) = self.by_name.get(tool) else {
+            return;
+        };
+        let mut t = (*self.tools[i].1).clone();
+        let mut schema = (*t.input_schema).clone();
+        if let Some(Value::Object(props)) = schema.get_mut("properties") {
+            props.insert(
+                name.to_string(),
+                serde_json::json!({ "type": "string", "description": description }),
+            );
+        }
+        match schema.get_mut("required") {
+            Some(Value::Array(req)) => req.push(Value::String(name.to_string())),
+            _ => {
+                schema.insert("required".into(), serde_json::json!([name]));
+            }
+        }
+        t.input_schema = Arc::new(schema);
+        self.tools[i].1 = Arc::new(t);
+    }
+
     /// The exposed tools as MCP sees them.
     pub fn mcp_tools(&self) -> Vec<Tool> {
         self.tools.iter().map(|(_, t)| (**t).clone()).collect()

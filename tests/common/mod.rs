@@ -86,6 +86,14 @@ pub fn server_state(
     use clap::Parser as _;
     let mut argv = vec!["ibkr-mcp", "serve", "--gateway-url", gateway_url];
     argv.extend_from_slice(extra);
+    // Tests never write into the user's home: the audit log goes to the temp folder.
+    let default_audit = std::env::temp_dir()
+        .join(format!("ibkr-mcp-test-audit-{}.jsonl", std::process::id()))
+        .to_string_lossy()
+        .into_owned();
+    if !extra.contains(&"--audit-log") {
+        argv.extend(["--audit-log", default_audit.as_str()]);
+    }
     let cli = ibkr_mcp::cli::Cli::try_parse_from(argv).expect("serve flags parse");
     let ibkr_mcp::cli::Command::Serve(cfg) = cli.command else {
         unreachable!("serve")

@@ -81,7 +81,8 @@ def start_server(tmp_path):
         port = free_port()
         log_path = tmp_path / f"server-{port}.log"
         args = [str(BIN), "serve", "--listen", f"127.0.0.1:{port}", *flags]
-        full_env = {**os.environ, "IBKR_MCP_LOG": "ibkr_mcp=debug,rmcp=warn", **(env or {})}
+        full_env = {**os.environ, "IBKR_MCP_LOG": "ibkr_mcp=debug,rmcp=warn",
+                    "IBKR_MCP_AUDIT_LOG": str(tmp_path / "audit.jsonl"), **(env or {})}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
         server = Server(proc, port, log_path, args)

@@ -1,0 +1,189 @@
+//! The audit log: one JSON line per attempt to use a tool that changes anything, whether it was
+//! refused, failed or went through. Account ids are masked. Each line is written and flushed to
+//! disk (`fsync`) before the tool's result is returned, so a crash right after an order cannot
+//! lose its record. The file is only ever appended to.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// One write attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// RFC 3339 time the attempt started.
+    pub time: String,
+    /// Tool name.
+    pub tool: String,
+    /// operationId it maps to.
+    pub operation: String,
+    /// Arguments as received, account ids masked.
+    pub arguments: Value,
+    /// `sent` (reached the gateway) or `refused` (stopped before).
+    pub decision: &'static str,
+    /// Why it was refused, or why a sent call failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What the gateway answered (status, whether it is an error, the body, masked and cut).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Milliseconds from the start of the attempt to its result.
+    pub duration_ms: u64,
+}
+
+/// An append-only JSON Lines file, opened on first use.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    file: std::sync::Mutex<Option<std::fs::File>>,
+}
+
+impl AuditLog {
+    /// A log at `path` (created, with its folder, on the first record).
+    pub fn new(path: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            path,
+            file: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// Where the log is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Appends `entry` and flushes it to disk.
+    pub async fn record(self: &Arc<Self>, entry: Entry) -> Result<(), String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.write(&entry))
+            .await
+            .map_err(|e| format!("audit writer stopped: {e}"))?
+    }
+
+    /// Opens the file now (a write is refused when it cannot be recorded).
+    pub async fn ensure_open(self: &Arc<Self>) -> Result<(), String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = this.file.lock().unwrap_or_else(|p| p.into_inner());
+            this.open(&mut guard)
+        })
+        .await
+        .map_err(|e| format!("audit writer stopped: {e}"))?
+    }
+
+    fn open(&self, guard: &mut Option<std::fs::File>) -> Result<(), String> {
+        if guard.is_none() {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            }
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+            *guard = Some(f);
+        }
+        Ok(())
+    }
+
+    fn write(&self, entry: &Entry) -> Result<(), String> {
+        let mut line = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        self.open(&mut guard)?;
+        let f = guard.as_mut().expect("opened above");
+        f.write_all(&line)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+    }
+}
+
+/// Whether `s` looks like an IBKR account id (`DU1234567`, `U1234567`, `F1234567`, ...).
+pub fn is_account_id(s: &str) -> bool {
+    let digits = s.trim_start_matches(|c: char| c.is_ascii_uppercase());
+    let prefix = s.len() - digits.len();
+    (1..=3).contains(&prefix) && digits.len() >= 4 && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `DU1234567` → `DU****567`: enough to tell accounts apart, not enough to use one.
+pub fn mask_account(s: &str) -> String {
+    let digits = s.trim_start_matches(|c: char| c.is_ascii_uppercase());
+    let prefix = &s[..s.len() - digits.len()];
+    let keep = &digits[digits.len().saturating_sub(3)..];
+    format!("{prefix}{}{keep}", "*".repeat(digits.len() - keep.len()))
+}
+
+/// Masks every account id in `v`: string values and object keys.
+pub fn mask_accounts(v: &mut Value) {
+    match v {
+        Value::String(s) if is_account_id(s) => *s = mask_account(s),
+        Value::Array(a) => a.iter_mut().for_each(mask_accounts),
+        Value::Object(m) => {
+            let old = std::mem::take(m);
+            let mut new = Map::new();
+            for (k, mut x) in old {
+                mask_accounts(&mut x);
+                let k = if is_account_id(&k) {
+                    mask_account(&k)
+                } else {
+                    k
+                };
+                new.insert(k, x);
+            }
+            *m = new;
+        }
+        _ => {}
+    }
+}
+
+/// The current time, RFC 3339 in UTC.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn account_ids_are_recognised_and_masked_in_values_and_keys() {
+        assert!(is_account_id("DU1234567") && is_account_id("U7654321") && is_account_id("F12345"));
+        assert!(!is_account_id("AAPL") && !is_account_id("265598") && !is_account_id("DU12"));
+        assert_eq!(mask_account("DU1234567"), "DU****567");
+        let mut v = json!({"accountId": "DU1234567", "DU7654321": {"x": ["U1234567", 5]}, "conid": "265598"});
+        mask_accounts(&mut v);
+        assert_eq!(
+            v,
+            json!({"accountId": "DU****567", "DU****321": {"x": ["U****567", 5]}, "conid": "265598"})
+        );
+    }
+
+    #[tokio::test]
+    async fn records_are_appended_one_line_each_and_on_disk_at_return() {
+        let dir = std::env::temp_dir().join(format!("ibkr-mcp-audit-{}", std::process::id()));
+        let path = dir.join("nested").join("audit.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let log = AuditLog::new(path.clone());
+        for i in 0..3 {
+            log.record(Entry {
+                time: now(),
+                tool: "place_orders".into(),
+                operation: "op".into(),
+                arguments: json!({"i": i}),
+                decision: "refused",
+                reason: Some("test".into()),
+                result: None,
+                duration_ms: 0,
+            })
+            .await
+            .unwrap();
+            let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+            assert_eq!(lines, i + 1);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
