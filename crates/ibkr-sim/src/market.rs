@@ -413,15 +413,15 @@ pub(crate) struct Bar {
     pub v: f64,
 }
 
-/// `count` bars of width `bar` ending at `end` (aligned down to the bar width), whose last close
-/// is `last`. Deterministic for (seed, conid, bar width, aligned end). Daily and longer bars skip
-/// weekends; intraday bars run on calendar time (no trading-hours gaps).
+/// The bars of width `bar` covering `period` up to `end` (aligned down to the bar width), whose
+/// last close is `last`. Deterministic for (seed, conid, bar width, aligned end). Daily and
+/// longer bars skip weekends; intraday bars run on calendar time (no trading-hours gaps).
 pub(crate) fn bars(
     seed: u64,
     contract: &Contract,
     last: f64,
     bar: Span,
-    count: i64,
+    period: Span,
     end: DateTime<Utc>,
 ) -> Vec<Bar> {
     let width = bar.seconds;
@@ -441,10 +441,10 @@ pub(crate) fn bars(
     } else {
         contract.tick
     };
-    let mut out = Vec::with_capacity(count as usize);
+    let mut out = Vec::new();
     let mut close = last;
     let mut t = end_s;
-    while (out.len() as i64) < count {
+    while t > end_s - period.seconds && (out.len() as i64) < MAX_BARS {
         if width >= 86_400 {
             let wd = DateTime::from_timestamp(t, 0).map(|d| d.format("%u").to_string());
             if matches!(wd.as_deref(), Some("6") | Some("7")) {
@@ -538,7 +538,14 @@ mod tests {
         let (u, _) = setup();
         let c = u.get(265598).unwrap();
         let end = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let b = bars(42, c, 231.5, parse_bar("1h").unwrap(), 10, end);
+        let b = bars(
+            42,
+            c,
+            231.5,
+            parse_bar("1h").unwrap(),
+            parse_period("10h").unwrap(),
+            end,
+        );
         assert_eq!(b.len(), 10);
         assert_eq!(b.last().unwrap().c, 231.5);
         assert!(b.iter().all(|x| x.l <= x.o.min(x.c) && x.h >= x.o.max(x.c)));

@@ -283,7 +283,7 @@ fn history_bars<'a>(sim: &'a Sim, r: &Req, forward: bool) -> Result<History<'a>,
         .universe
         .get(conid)
         .ok_or_else(|| err(400, format!("Bad Request: contract {conid} not found")))?;
-    let (bar, period, count) =
+    let (bar, period, _) =
         market::check_history(r.q("bar").unwrap_or(""), r.q("period").unwrap_or(""))
             .map_err(|e| err(400, e))?;
     let now = Utc::now();
@@ -303,7 +303,7 @@ fn history_bars<'a>(sim: &'a Sim, r: &Req, forward: bool) -> Result<History<'a>,
     };
     let st = sim.lock();
     let last = st.market.last(&sim.universe, conid).unwrap_or(1.0);
-    let bars = market::bars(sim.seed, contract, last, bar, count, end);
+    let bars = market::bars(sim.seed, contract, last, bar, period, end);
     Ok(History {
         contract,
         bars,
