@@ -200,7 +200,7 @@ impl SimControl {
             competing: s.competing,
             accounts_queried: s.accounts_queried,
             suppressed: s.suppressed.iter().cloned().collect(),
-            subscriptions: s.subscriptions.iter().copied().collect(),
+            subscriptions: s.subscriptions.keys().copied().collect(),
             generation: s.generation,
             idle_expiries: s.idle_expiries,
             restarts: st.restarts,

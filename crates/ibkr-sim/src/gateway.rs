@@ -374,6 +374,8 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
         .route("/iserver/scanner/run", post(h(scanner::run)))
         .route("/hmds/scanner/params", get(h(scanner::hmds_params)))
         .route("/hmds/scanner/run", post(h(scanner::hmds_run)))
+        // Older clients post HMDS scans to /hmds/scanner.
+        .route("/hmds/scanner", post(h(scanner::hmds_run)))
         // FYI
         .route("/fyi/notifications", get(h(fyi::notifications)))
         .route("/fyi/unreadnumber", get(h(fyi::unread)))

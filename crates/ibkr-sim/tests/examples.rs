@@ -1,6 +1,6 @@
 //! Every example request runs against a fresh simulator, in order, and answers 2xx JSON.
 //!
-//! With `IBKR_SIM_DUMP=<file>` the answers are also written as JSON lines
+//! With `IBKR_SIM_DUMP=<file>` the answers are also appended as JSON lines
 //! (`{operation_id, method, path, status, body}`) for schema checks outside Rust
 //! (`dev/check_schemas.py`).
 
@@ -74,7 +74,11 @@ async fn example_requests_all_answer_2xx_json_in_sequence() {
         "one example per allowlisted operation at least"
     );
     if let Ok(path) = std::env::var("IBKR_SIM_DUMP") {
-        let mut f = std::fs::File::create(path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
         for d in dump {
             writeln!(f, "{d}").unwrap();
         }

@@ -175,14 +175,13 @@ pub(crate) fn snapshot(sim: &Sim, r: &Req) -> Reply {
             out.push(Value::Object(item));
             continue;
         };
-        let first = st.session.subscriptions.insert(conid);
-        let idx = st
-            .session
-            .subscriptions
-            .iter()
-            .position(|x| *x == conid)
-            .unwrap_or(0);
-        let server_id = format!("q{idx}");
+        let first = !st.session.subscriptions.contains_key(&conid);
+        if first {
+            let id = format!("q{}", st.session.next_server_id);
+            st.session.next_server_id += 1;
+            st.session.subscriptions.insert(conid, id);
+        }
+        let server_id = st.session.subscriptions[&conid].clone();
         item.insert("_updated".into(), json!(now));
         item.insert("server_id".into(), json!(server_id));
         if first && st.snapshot_preflight {
@@ -201,7 +200,6 @@ pub(crate) fn snapshot(sim: &Sim, r: &Req) -> Reply {
         }
         out.push(Value::Object(item));
     }
-    let _ = &mut st;
     ok(Value::Array(out))
 }
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde_json::{Value, json};
 
-use crate::config::QuestionPolicy;
+use crate::config::{QuestionPolicy, QuestionRules};
 use crate::state::State;
 use crate::state::accounts::{Execution, Side, commission, grouped};
 use crate::universe::{Contract, SecType, Universe};
@@ -443,48 +443,56 @@ impl State {
                     out.push((id.clone(), question_text(id, contract, first, value)));
                 }
             }
-            QuestionPolicy::Rules(rules) => {
-                for r in reqs {
-                    let Some(c) = universe.get(r.conid) else {
-                        continue;
-                    };
-                    let last = self.market.last(universe, r.conid).unwrap_or(0.0);
-                    let value = self.order_value(universe, r);
-                    let mut push = |id: &str| {
-                        if !out.iter().any(|(i, _)| i == id) {
-                            out.push((id.to_string(), question_text(id, Some(c), Some(r), value)));
-                        }
-                    };
-                    if rules.no_market_data && !self.session.subscriptions.contains(&r.conid) {
-                        push("o354");
-                    }
-                    if rules.market_order && r.order_type == OrderType::Mkt {
-                        push("o403");
-                    }
-                    if let (Some(pct), Some(p)) = (rules.price_percent, r.price)
-                        && matches!(r.order_type, OrderType::Lmt | OrderType::StpLmt)
-                        && last > 0.0
-                        && ((p - last) / last).abs() * 100.0 > pct
-                    {
-                        push("o163");
-                    }
-                    if rules.size_limit.is_some_and(|l| r.qty > l) {
-                        push("o383");
-                    }
-                    if rules.value_limit.is_some_and(|l| value > l) {
-                        push("o451");
-                    }
-                    if rules.stop_order
-                        && matches!(r.order_type, OrderType::Stp | OrderType::StpLmt)
-                    {
-                        push("o10331");
-                    }
-                }
-            }
+            QuestionPolicy::Rules(rules) => out = self.rule_questions(universe, rules, reqs),
         }
         out.into_iter()
             .filter(|(id, _)| !self.session.suppressed.contains(id))
             .collect()
+    }
+
+    /// The questions `rules` ask for these orders (suppression not applied).
+    fn rule_questions(
+        &self,
+        universe: &Universe,
+        rules: &QuestionRules,
+        reqs: &[OrderRequest],
+    ) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for r in reqs {
+            let Some(c) = universe.get(r.conid) else {
+                continue;
+            };
+            let last = self.market.last(universe, r.conid).unwrap_or(0.0);
+            let value = self.order_value(universe, r);
+            let mut push = |id: &str| {
+                if !out.iter().any(|(i, _)| i == id) {
+                    out.push((id.to_string(), question_text(id, Some(c), Some(r), value)));
+                }
+            };
+            if rules.no_market_data && !self.session.subscriptions.contains_key(&r.conid) {
+                push("o354");
+            }
+            if rules.market_order && r.order_type == OrderType::Mkt {
+                push("o403");
+            }
+            if let (Some(pct), Some(p)) = (rules.price_percent, r.price)
+                && matches!(r.order_type, OrderType::Lmt | OrderType::StpLmt)
+                && last > 0.0
+                && ((p - last) / last).abs() * 100.0 > pct
+            {
+                push("o163");
+            }
+            if rules.size_limit.is_some_and(|l| r.qty > l) {
+                push("o383");
+            }
+            if rules.value_limit.is_some_and(|l| value > l) {
+                push("o451");
+            }
+            if rules.stop_order && matches!(r.order_type, OrderType::Stp | OrderType::StpLmt) {
+                push("o10331");
+            }
+        }
+        out
     }
 
     fn order_value(&self, universe: &Universe, r: &OrderRequest) -> f64 {
@@ -998,8 +1006,14 @@ impl State {
         let fee = commission(c, r.qty, price);
         let acct = &self.accounts[account];
         let before = acct.value(universe, &self.market);
+        // The margin and equity impact assumes a fill at the current quote.
+        let touch = self
+            .market
+            .quote(universe, r.conid)
+            .map(|q| if r.side == Side::Buy { q.ask } else { q.bid })
+            .unwrap_or(price);
         let mut sim = acct.clone();
-        sim.apply_fill(c, r.side, r.qty, price, fee);
+        sim.apply_fill(c, r.side, r.qty, touch, fee);
         let after = sim.value(universe, &self.market);
         let pos_before = acct.positions.get(&r.conid).map(|p| p.qty).unwrap_or(0.0);
         let unit = match c.sec_type {
@@ -1030,8 +1044,12 @@ impl State {
             },
             "error": Value::Null,
         });
+        let rules = match &self.orders.policy {
+            QuestionPolicy::Rules(rules) => rules.clone(),
+            _ => QuestionRules::default(),
+        };
         let warnings: Vec<String> = self
-            .questions_for(universe, &reqs)
+            .rule_questions(universe, &rules, &reqs)
             .into_iter()
             .filter(|(id, _)| id == "o163" || id == "o451" || id == "o383")
             .map(|(_, t)| t.replace("\nAre you sure you want to submit this order?", ""))

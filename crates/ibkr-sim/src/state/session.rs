@@ -6,7 +6,7 @@
 //! Pending order questions are also scoped to the brokerage session but live in `orders`;
 //! `State::lose_brokerage` clears both.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::rng::Rng;
@@ -25,8 +25,11 @@ pub(crate) struct Session {
     pub accounts_queried: bool,
     /// Question message ids suppressed in this brokerage session.
     pub suppressed: BTreeSet<String>,
-    /// Conids with a market-data subscription (pre-flight done) in this brokerage session.
-    pub subscriptions: BTreeSet<i64>,
+    /// Conids with a market-data subscription (pre-flight done) in this brokerage session,
+    /// with the server id (`q0`, `q1`...) given when the subscription started.
+    pub subscriptions: BTreeMap<i64, String>,
+    /// Next server id number.
+    pub next_server_id: u64,
     /// Last request that reached the session layer.
     pub last_activity: Instant,
     /// Idle time after which the brokerage session is lost.
@@ -60,7 +63,8 @@ impl Session {
             competing: false,
             accounts_queried: false,
             suppressed: BTreeSet::new(),
-            subscriptions: BTreeSet::new(),
+            subscriptions: BTreeMap::new(),
+            next_server_id: 0,
             last_activity: Instant::now(),
             idle_timeout,
             sso_session: hex_id(rng, 32),
@@ -83,6 +87,7 @@ impl Session {
         self.accounts_queried = false;
         self.suppressed.clear();
         self.subscriptions.clear();
+        self.next_server_id = 0;
         self.generation += 1;
         self.brokerage_session = format!("{:08x}.{:08x}", rng.next_u64() as u32, self.generation);
         self.last_activity = Instant::now();
@@ -136,7 +141,7 @@ mod tests {
     fn session_idle_expiry_loses_brokerage_only() {
         let mut rng = Rng::new(1);
         let mut s = Session::new(true, true, Duration::from_millis(10), &mut rng, "DU1234567");
-        s.subscriptions.insert(1);
+        s.subscriptions.insert(1, "q0".into());
         assert!(s.authenticated());
         let later = s.last_activity + Duration::from_millis(20);
         assert!(s.expire_if_idle(later));
