@@ -1,4 +1,5 @@
-//! Every example request runs against a fresh simulator, in order, and answers 2xx JSON.
+//! Every example request runs against a fresh simulator, in order, and answers 2xx JSON:
+//! with pacing off at full speed, and with pacing on when sent at 8 requests per second.
 //!
 //! With `IBKR_SIM_DUMP=<file>` the answers are also appended as JSON lines
 //! (`{operation_id, method, path, status, body}`) for schema checks outside Rust
@@ -8,19 +9,19 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn example_requests_all_answer_2xx_json_in_sequence() {
-    let sim = common::start(common::unpaced()).await;
+/// Runs every example in order, `gap` apart; returns the dump lines and the failures.
+async fn run_examples(sim: &ibkr_sim::SimHandle, gap: Duration) -> (Vec<Value>, Vec<String>) {
     let client = common::client();
-    let base = sim.base_url();
-    let root = base.trim_end_matches("/v1/api").to_string();
+    let root = sim.base_url().trim_end_matches("/v1/api").to_string();
     let mut vars: HashMap<String, String> = HashMap::new();
     let mut dump = Vec::new();
     let mut failures = Vec::new();
     for ex in ibkr_sim::example_requests() {
+        tokio::time::sleep(gap).await;
         let req = ex.resolve(&vars);
         assert!(
             !req.path.contains('{'),
@@ -59,6 +60,13 @@ async fn example_requests_all_answer_2xx_json_in_sequence() {
         );
         dump.push(json!({ "operation_id": req.operation_id, "method": req.method, "path": req.path, "status": status, "body": body }));
     }
+    (dump, failures)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_requests_all_answer_2xx_json_in_sequence() {
+    let sim = common::start(common::unpaced()).await;
+    let (dump, failures) = run_examples(&sim, Duration::ZERO).await;
     assert!(
         failures.is_empty(),
         "failed examples:\n{}",
@@ -83,5 +91,18 @@ async fn example_requests_all_answer_2xx_json_in_sequence() {
             writeln!(f, "{d}").unwrap();
         }
     }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_requests_pass_with_pacing_on_when_sent_at_eight_per_second() {
+    let sim = common::start(ibkr_sim::SimConfig::default()).await;
+    let (_, failures) = run_examples(&sim, Duration::from_millis(125)).await;
+    assert!(
+        failures.is_empty(),
+        "failed examples:\n{}",
+        failures.join("\n")
+    );
+    assert_eq!(sim.control().counters().paced, 0);
     sim.shutdown().await;
 }

@@ -63,3 +63,15 @@ pub async fn delete(sim: &SimHandle, path: &str) -> (u16, Value) {
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
+
+/// PUT `body` to `path` (under `/v1/api`), returning status and JSON body.
+pub async fn put(sim: &SimHandle, path: &str, body: Value) -> (u16, Value) {
+    let resp = client()
+        .put(format!("{}{}", sim.base_url(), path))
+        .json(&body)
+        .send()
+        .await
+        .expect("request succeeds");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
