@@ -7,7 +7,8 @@
 //! body strings, and the earlier request names a [`Capture`] that fills `name` from its JSON
 //! answer. [`ExampleRequest::resolve`] substitutes the placeholders and
 //! [`ExampleRequest::capture`] records captures. Run them with pacing off
-//! ([`crate::SimConfig::with_pacing`]): the sequence is faster than IBKR's limits.
+//! ([`crate::SimConfig::with_pacing`]), or with pacing on at no more than 8 requests per second
+//! (each paced endpoint is called once, the snapshot twice).
 
 use std::collections::HashMap;
 
