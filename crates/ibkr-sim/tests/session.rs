@@ -41,8 +41,9 @@ async fn idle_timeout_loses_brokerage_session_and_ssodh_init_recovers() {
 async fn tickle_keeps_the_brokerage_session_alive() {
     let sim =
         common::start(common::unpaced().with_idle_timeout(Duration::from_millis(1_500))).await;
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    // 8 tickles 300 ms apart span 2.4 s, well past the 1.5 s timeout.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
         let (s, v) = common::post(&sim, "/tickle", json!({})).await;
         assert_eq!(s, 200);
         assert_eq!(v["iserver"]["authStatus"]["authenticated"], true, "{v}");
