@@ -29,7 +29,7 @@ use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::routing::{delete, get, post, put};
 use serde_json::{Value, json};
 
 use crate::faults::Before;
@@ -175,22 +175,15 @@ async fn run(sim: Arc<Sim>, req: Request, f: HandlerFn) -> Response {
     }
 }
 
-fn r(method_router: MethodRouter<Arc<Sim>>) -> MethodRouter<Arc<Sim>> {
-    method_router
-}
-
 /// The `/v1/api` router.
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     let api = Router::new()
         // session
         .route(
             "/iserver/auth/status",
-            r(post(h(session::auth_status)).get(h(session::auth_status))),
+            post(h(session::auth_status)).get(h(session::auth_status)),
         )
-        .route(
-            "/tickle",
-            r(post(h(session::tickle)).get(h(session::tickle))),
-        )
+        .route("/tickle", post(h(session::tickle)).get(h(session::tickle)))
         .route("/sso/validate", get(h(session::sso_validate)))
         .route("/iserver/auth/ssodh/init", post(h(session::ssodh_init)))
         .route(

@@ -31,15 +31,22 @@ use crate::state::{RestartCmd, Sim};
 #[derive(Debug, Clone)]
 pub(crate) struct ConnCtl(pub CancellationToken);
 
-/// A running simulator.
+/// A running simulator. Dropping the handle stops it too (without waiting); call
+/// [`SimHandle::shutdown`] to wait until every connection is closed.
 #[derive(Debug)]
 pub struct SimHandle {
     addr: SocketAddr,
     scheme: &'static str,
     control: SimControl,
     shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
     certificate_pem: Option<String>,
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
 }
 
 impl SimHandle {
@@ -70,9 +77,11 @@ impl SimHandle {
     }
 
     /// Stops accepting, closes every connection and waits for the accept loop to end.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.shutdown.cancel();
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 }
 
@@ -110,7 +119,7 @@ pub async fn start(config: SimConfig, listen: SocketAddr, tls: Tls) -> io::Resul
         },
         control: SimControl::new(sim),
         shutdown,
-        task,
+        task: Some(task),
         certificate_pem,
     })
 }

@@ -88,8 +88,6 @@ async fn broad_scenario_answers_are_2xx_json() {
         )
         .await;
     let fut = futs["ES"][0]["conid"].as_i64().unwrap();
-    let fut_month = u.len();
-    let _ = fut_month;
     let es_info = r
         .call(
             "get_iserver_secdef_search",
