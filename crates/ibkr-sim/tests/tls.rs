@@ -43,3 +43,26 @@ async fn plain_http_has_no_certificate() {
     assert!(sim.base_url().starts_with("http://"));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn https_drop_after_accept_is_a_client_error_with_one_order_booked() {
+    let config = common::unpaced().with_questions(ibkr_sim::QuestionPolicy::Never);
+    let sim = ibkr_sim::start(config, "127.0.0.1:0".parse().unwrap(), Tls::SelfSigned)
+        .await
+        .unwrap();
+    assert_eq!(common::get(&sim, "/iserver/accounts").await.0, 200);
+    sim.control().arm_drop_after_accept();
+    let order = serde_json::json!({ "orders": [{ "conid": 265598, "orderType": "MKT", "side": "SELL", "tif": "DAY", "quantity": 1 }] });
+    let res = common::client()
+        .post(format!(
+            "{}/iserver/account/DU1234567/orders",
+            sim.base_url()
+        ))
+        .json(&order)
+        .send()
+        .await;
+    let err = res.expect_err("closed without a response");
+    assert!(!err.is_timeout(), "{err:?}");
+    assert_eq!(sim.control().state().orders.len(), 1);
+    sim.shutdown().await;
+}
