@@ -1,1 +1,51 @@
-//! A simulated IBKR Client Portal Gateway (work in progress).
+//! A simulated IBKR Client Portal Gateway (the REST "Web API" under `/v1/api`), used as the
+//! no-account demo backend and the stateful test double of ibkr-mcp.
+//!
+//! It serves every operation of ibkr-mcp's tool allowlist over HTTPS (self-signed) or HTTP,
+//! with seeded, consistent state: two paper accounts, cash and positions, a contract universe
+//! of US stocks and ETFs (real conids), ES futures, AAPL and SPY options and FX pairs, prices
+//! that move on every request, IBKR's order question/reply flow, the snapshot pre-flight, the
+//! two-level session (SSO login and brokerage session) with idle timeout and competing
+//! sessions, pacing (429), and fault injection (latency, 5xx, dropped connections, garbage
+//! bodies, drop-after-accept, restarts). Tests steer it through [`SimControl`] or the `/sim/*`
+//! HTTP control API.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let sim = ibkr_sim::start(ibkr_sim::SimConfig::default(), "127.0.0.1:0".parse().unwrap(), ibkr_sim::Tls::SelfSigned).await?;
+//! println!("gateway at {}", sim.base_url());
+//! sim.control().set_pacing(false);
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![recursion_limit = "256"]
+
+mod config;
+mod control;
+mod examples;
+mod faults;
+mod gateway;
+mod log;
+mod market;
+mod pacing;
+mod rng;
+mod server;
+mod state;
+mod universe;
+
+use std::sync::Arc;
+
+pub use config::{Faults, QuestionPolicy, QuestionRules, SimConfig, Tls};
+pub use control::{
+    AccountInfo, ExecutionInfo, OrderInfo, PositionInfo, SessionInfo, SimControl, SimState,
+};
+pub use examples::{Capture, ExampleRequest, example_requests};
+pub use log::{Counters, RequestLogEntry};
+pub use server::{SimHandle, start};
+
+/// The whole HTTP application: the gateway under `/v1/api` and the control API under `/sim`.
+pub(crate) fn app(sim: Arc<state::Sim>) -> axum::Router {
+    gateway::router(sim.clone()).merge(control::router(sim))
+}
