@@ -1,4 +1,4 @@
-//! Command line: `ibkr-mcp serve`, `ibkr-mcp tools`, `ibkr-mcp spec patch|report`.
+//! Command line: `ibkr-mcp serve`, `ibkr-mcp sim`, `ibkr-mcp tools`, `ibkr-mcp spec patch|report`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the MCP server (streamable HTTP on --listen, or stdio).
     Serve(Box<crate::config::ServeConfig>),
+    /// Run the gateway simulator alone (HTTPS with a self-signed certificate, or plain HTTP),
+    /// serving `/v1/api` like IBKR's Client Portal Gateway and `/sim/*` to steer it.
+    Sim(crate::config::SimArgs),
     /// List every tool this build offers (name, toolset, access, IBKR operation).
     Tools {
         /// Output format.
@@ -110,6 +113,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for u in crate::mcp::catalog::unavailable() {
                 eprintln!("unavailable: {} ({}): {}", u.name, u.operation_id, u.reason);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sim(args) => {
+            crate::telemetry::init(&args.log, crate::config::LogFormat::Text);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(crate::server::run_sim(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(cfg) => {

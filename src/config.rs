@@ -164,6 +164,16 @@ pub struct ServeConfig {
     #[arg(long, env = "IBKR_MCP_CLIENT_TIMEOUT", default_value_t = 30)]
     pub client_timeout: u64,
 
+    /// Demo mode: start the built-in gateway simulator (seeded paper accounts, moving prices,
+    /// IBKR's order questions) in this process and serve against it instead of a real gateway.
+    /// Needs no IBKR account; --gateway-url is ignored.
+    #[arg(long, env = "IBKR_MCP_DEMO", default_value_t = false)]
+    pub demo: bool,
+
+    /// Seed of the demo simulator (same seed and requests, same prices).
+    #[arg(long, env = "IBKR_MCP_DEMO_SEED", default_value_t = 42)]
+    pub seed: u64,
+
     /// Log format.
     #[arg(long, env = "IBKR_MCP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -235,22 +245,32 @@ impl ServeConfig {
             );
         }
         for (name, v) in [
-            ("--max-order-quantity (IBKR_MCP_MAX_ORDER_QUANTITY)", self.max_order_quantity),
-            ("--max-order-notional (IBKR_MCP_MAX_ORDER_NOTIONAL)", self.max_order_notional),
+            (
+                "--max-order-quantity (IBKR_MCP_MAX_ORDER_QUANTITY)",
+                self.max_order_quantity,
+            ),
+            (
+                "--max-order-notional (IBKR_MCP_MAX_ORDER_NOTIONAL)",
+                self.max_order_notional,
+            ),
         ] {
             if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
                 return Err(format!("{name} must be a positive number"));
             }
         }
         if self.max_orders_per_minute == Some(0) {
-            return Err("--max-orders-per-minute (IBKR_MCP_MAX_ORDERS_PER_MINUTE) must be at \
+            return Err(
+                "--max-orders-per-minute (IBKR_MCP_MAX_ORDERS_PER_MINUTE) must be at \
                         least 1 (use the read-only default to allow none)"
-                .into());
+                    .into(),
+            );
         }
         if self.client_timeout == 0 || self.max_request_bytes < 1024 {
-            return Err("--client-timeout must be at least 1 s and --max-request-bytes at least \
+            return Err(
+                "--client-timeout must be at least 1 s and --max-request-bytes at least \
                         1024"
-                .into());
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -318,6 +338,34 @@ impl std::str::FromStr for Secret {
     }
 }
 
+/// `ibkr-mcp sim` settings: a simulated gateway on its own.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Address to listen on (the real gateway's default port is 5000).
+    #[arg(long, env = "IBKR_MCP_SIM_LISTEN", default_value = "127.0.0.1:5000")]
+    pub listen: SocketAddr,
+
+    /// Serve plain HTTP instead of HTTPS with a self-signed certificate (like the real gateway).
+    #[arg(long, env = "IBKR_MCP_SIM_PLAIN_HTTP", default_value_t = false)]
+    pub plain_http: bool,
+
+    /// Seed for prices and ids.
+    #[arg(long, env = "IBKR_MCP_SIM_SEED", default_value_t = 42)]
+    pub seed: u64,
+
+    /// Answer 429 when IBKR's documented rate limits are exceeded.
+    #[arg(long, env = "IBKR_MCP_SIM_PACING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pacing: bool,
+
+    /// Seconds without requests before the brokerage session times out.
+    #[arg(long, env = "IBKR_MCP_SIM_IDLE_TIMEOUT", default_value_t = 360)]
+    pub idle_timeout: u64,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long, env = "IBKR_MCP_LOG", default_value = "ibkr_sim=info")]
+    pub log: String,
+}
+
 /// Whether `url`'s host is `localhost` or a loopback address.
 pub fn is_loopback_url(url: &str) -> bool {
     let Ok(u) = reqwest::Url::parse(url) else {
@@ -380,19 +428,29 @@ mod tests {
     fn off_loopback_without_a_token_refuses_to_start() {
         let c = parse(&["--listen", "0.0.0.0:5002"]);
         let e = c.validate().unwrap_err();
-        assert!(e.contains("IBKR_MCP_AUTH_TOKEN") && e.contains("--insecure-no-auth"), "{e}");
-        parse(&["--listen", "0.0.0.0:5002", "--insecure-no-auth"]).validate().unwrap();
+        assert!(
+            e.contains("IBKR_MCP_AUTH_TOKEN") && e.contains("--insecure-no-auth"),
+            "{e}"
+        );
+        parse(&["--listen", "0.0.0.0:5002", "--insecure-no-auth"])
+            .validate()
+            .unwrap();
         let short = parse(&["--listen", "0.0.0.0:5002", "--auth-token", "short"]);
         assert!(short.validate().unwrap_err().contains("at least 32"));
         let ok = parse(&["--listen", "0.0.0.0:5002", "--auth-token", &"x".repeat(32)]);
         ok.validate().unwrap();
-        assert!(!format!("{ok:?}").contains(&"x".repeat(32)), "the token is never printed");
+        assert!(
+            !format!("{ok:?}").contains(&"x".repeat(32)),
+            "the token is never printed"
+        );
     }
 
     #[test]
     fn live_trading_needs_trading_and_limits_must_be_positive() {
         assert!(parse(&["--allow-live-trading"]).validate().is_err());
-        parse(&["--allow-live-trading", "--allow-trading"]).validate().unwrap();
+        parse(&["--allow-live-trading", "--allow-trading"])
+            .validate()
+            .unwrap();
         assert!(parse(&["--max-order-notional", "-5"]).validate().is_err());
         assert!(parse(&["--max-orders-per-minute", "0"]).validate().is_err());
     }

@@ -125,7 +125,10 @@ async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Respons
         && req.uri().path() != "/healthz"
         && !bearer_matches(req.headers(), token)
     {
-        tracing::warn!(path = req.uri().path(), "request refused: missing or wrong bearer token");
+        tracing::warn!(
+            path = req.uri().path(),
+            "request refused: missing or wrong bearer token"
+        );
         return refusal(
             StatusCode::UNAUTHORIZED,
             "missing or wrong bearer token: send `Authorization: Bearer <IBKR_MCP_AUTH_TOKEN>`"
@@ -145,34 +148,37 @@ async fn bounded_body(State(g): State<Arc<Guard>>, req: Request, next: Next) -> 
     if declared.is_some_and(|n| n > g.max_body) {
         return refusal(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over {} bytes (--max-request-bytes)", g.max_body),
+            format!(
+                "request body over {} bytes (--max-request-bytes)",
+                g.max_body
+            ),
         );
     }
     let (parts, body) = req.into_parts();
-    let bytes = match tokio::time::timeout(g.body_timeout, axum::body::to_bytes(body, g.max_body))
+    let bytes =
+        match tokio::time::timeout(g.body_timeout, axum::body::to_bytes(body, g.max_body)).await {
+            Err(_) => {
+                return refusal(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "request body not received within {} s (--client-timeout)",
+                        g.body_timeout.as_secs()
+                    ),
+                );
+            }
+            Ok(Err(_)) => {
+                return refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "request body over {} bytes, or broken (--max-request-bytes)",
+                        g.max_body
+                    ),
+                );
+            }
+            Ok(Ok(b)) => b,
+        };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
-    {
-        Err(_) => {
-            return refusal(
-                StatusCode::REQUEST_TIMEOUT,
-                format!(
-                    "request body not received within {} s (--client-timeout)",
-                    g.body_timeout.as_secs()
-                ),
-            );
-        }
-        Ok(Err(_)) => {
-            return refusal(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body over {} bytes, or broken (--max-request-bytes)",
-                    g.max_body
-                ),
-            );
-        }
-        Ok(Ok(b)) => b,
-    };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 /// Whether a `Host` header value is allowed.

@@ -39,6 +39,8 @@ pub struct ServerState {
     pub allow_trading: bool,
     /// Trading limits and preview tokens.
     pub policy: policy::Policy,
+    /// Serving against the built-in simulator (`--demo`).
+    pub demo: bool,
     /// Where write attempts are recorded.
     pub audit: std::sync::Arc<audit::AuditLog>,
 }
@@ -50,6 +52,12 @@ impl ServerState {
         let mut s = String::from(
             "Interactive Brokers through the Client Portal Gateway (the IBKR Web API).\n",
         );
+        if self.demo {
+            s.push_str(
+                "DEMO MODE: the gateway is ibkr-mcp's built-in simulator: paper accounts and \
+                 made-up prices; nothing reaches IBKR.\n",
+            );
+        }
         let mut step = 0;
         let mut line = |text: String| {
             step += 1;
@@ -153,7 +161,14 @@ impl IbkrServer {
                     };
                     let attempt = Attempt::refused(&e);
                     return Ok(self
-                        .audited(def, &arguments, time, started, attempt, results::failure(&e))
+                        .audited(
+                            def,
+                            &arguments,
+                            time,
+                            started,
+                            attempt,
+                            results::failure(&e),
+                        )
                         .await);
                 }
                 let hint = known
@@ -223,23 +238,22 @@ impl IbkrServer {
         let state = &self.state;
         let refused = |e: ToolError| Ok((Attempt::refused(&e), results::failure(&e)));
         let mut arguments = arguments.unwrap_or_default();
-        let preview_token = if def.operation_id == policy::PLACE_ORDERS
-            && state.policy.limits().require_preview
-        {
-            match arguments.remove(PREVIEW_TOKEN_ARG) {
-                Some(serde_json::Value::String(t)) => Some(t),
-                Some(_) => {
-                    return refused(ToolError::InvalidArguments {
-                        tool: def.name.clone(),
-                        problems: vec![format!("`{PREVIEW_TOKEN_ARG}`: must be a string")],
-                        usage: results::usage(def),
-                    });
+        let preview_token =
+            if def.operation_id == policy::PLACE_ORDERS && state.policy.limits().require_preview {
+                match arguments.remove(PREVIEW_TOKEN_ARG) {
+                    Some(serde_json::Value::String(t)) => Some(t),
+                    Some(_) => {
+                        return refused(ToolError::InvalidArguments {
+                            tool: def.name.clone(),
+                            problems: vec![format!("`{PREVIEW_TOKEN_ARG}`: must be a string")],
+                            usage: results::usage(def),
+                        });
+                    }
+                    None => None,
                 }
-                None => None,
-            }
-        } else {
-            None
-        };
+            } else {
+                None
+            };
         let args = match args::prepare(def, Some(arguments)) {
             Ok(a) => a,
             Err(problems) => {
@@ -300,14 +314,16 @@ impl IbkrServer {
         })?;
         let reached_gateway = record.sent > 0;
         if reached_gateway
-            && (def.operation_id == policy::PLACE_ORDERS || def.operation_id == policy::MODIFY_ORDER)
+            && (def.operation_id == policy::PLACE_ORDERS
+                || def.operation_id == policy::MODIFY_ORDER)
         {
             state.policy.record_sent(&args);
         }
         let reply_summary = record.reply.as_ref().map(|r| {
-            let mut body = serde_json::from_slice::<serde_json::Value>(&r.body).unwrap_or_else(|_| {
-                serde_json::Value::String(String::from_utf8_lossy(&r.body).into_owned())
-            });
+            let mut body =
+                serde_json::from_slice::<serde_json::Value>(&r.body).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&r.body).into_owned())
+                });
             audit::mask_accounts(&mut body);
             let mut text = body.to_string();
             if text.len() > AUDIT_BODY_BYTES {

@@ -162,7 +162,11 @@ impl Policy {
         Ok(())
     }
 
-    async fn check_order(&self, order: &Map<String, Value>, client: &Client) -> Result<(), Refusal> {
+    async fn check_order(
+        &self,
+        order: &Map<String, Value>,
+        client: &Client,
+    ) -> Result<(), Refusal> {
         let conid = conid_of(order);
         let quantity = order.get("quantity").and_then(market::number);
         if let (Some(max), Some(q)) = (self.limits.max_quantity, quantity)
@@ -176,7 +180,8 @@ impl Policy {
                 ),
             ));
         }
-        let needs_contract = !self.limits.sec_types.is_empty() || self.limits.max_notional.is_some();
+        let needs_contract =
+            !self.limits.sec_types.is_empty() || self.limits.max_notional.is_some();
         if !needs_contract {
             return Ok(());
         }
@@ -206,7 +211,11 @@ impl Policy {
                     format!(
                         "orders for {} contracts ({}) are not allowed here (allowed: {}). The user \
                          sets the list with --allowed-sec-types (IBKR_MCP_ALLOWED_SEC_TYPES).",
-                        if t.is_empty() { "unknown-type" } else { t.as_str() },
+                        if t.is_empty() {
+                            "unknown-type"
+                        } else {
+                            t.as_str()
+                        },
                         facts.symbol.as_deref().unwrap_or("conid"),
                         self.limits.sec_types.join(", ")
                     ),
@@ -347,7 +356,12 @@ pub fn accounts_in(args: &Map<String, Value>) -> Vec<String> {
     take(args);
     if let Some(Value::Object(body)) = args.get("body") {
         take(body);
-        for o in body.get("orders").and_then(Value::as_array).into_iter().flatten() {
+        for o in body
+            .get("orders")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Value::Object(o) = o {
                 take(o);
             }
@@ -360,10 +374,9 @@ pub fn accounts_in(args: &Map<String, Value>) -> Vec<String> {
 pub fn orders_in(args: &Map<String, Value>) -> Vec<Map<String, Value>> {
     match args.get("body") {
         Some(Value::Object(body)) => match body.get("orders") {
-            Some(Value::Array(list)) => list
-                .iter()
-                .filter_map(|o| o.as_object().cloned())
-                .collect(),
+            Some(Value::Array(list)) => {
+                list.iter().filter_map(|o| o.as_object().cloned()).collect()
+            }
             _ => vec![body.clone()],
         },
         _ => Vec::new(),
@@ -388,7 +401,11 @@ pub fn fingerprint(args: &Map<String, Value>) -> String {
             Value::Object(m) => {
                 let mut keys: Vec<&String> = m.keys().collect();
                 keys.sort();
-                Value::Object(keys.into_iter().map(|k| (k.clone(), canon(&m[k]))).collect())
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), canon(&m[k])))
+                        .collect(),
+                )
             }
             Value::Array(a) => Value::Array(a.iter().map(canon).collect()),
             Value::Number(n) => n
@@ -412,14 +429,17 @@ mod tests {
 
     #[test]
     fn accounts_are_found_in_path_body_and_orders() {
-        let a = obj(json!({"accountId": "DU1", "body": {"acctId": "U2", "orders": [{"acctId": "DU3"}, {"acctId": "DU1"}]}}));
+        let a = obj(
+            json!({"accountId": "DU1", "body": {"acctId": "U2", "orders": [{"acctId": "DU3"}, {"acctId": "DU1"}]}}),
+        );
         assert_eq!(accounts_in(&a), vec!["DU1", "U2", "DU3"]);
     }
 
     #[test]
     fn fingerprint_ignores_key_order_and_number_spelling() {
         let a = obj(json!({"accountId": "DU1", "body": {"orders": [{"quantity": 1, "conid": 5}]}}));
-        let b = obj(json!({"body": {"orders": [{"conid": 5.0, "quantity": 1.0}]}, "accountId": "DU1"}));
+        let b =
+            obj(json!({"body": {"orders": [{"conid": 5.0, "quantity": 1.0}]}, "accountId": "DU1"}));
         let c = obj(json!({"body": {"orders": [{"conid": 5, "quantity": 2}]}, "accountId": "DU1"}));
         assert_eq!(fingerprint(&a), fingerprint(&b));
         assert_ne!(fingerprint(&a), fingerprint(&c));
@@ -432,16 +452,34 @@ mod tests {
             preview_ttl: Duration::from_millis(200),
             ..Limits::default()
         });
-        let order = obj(json!({"accountId": "DU1", "body": {"orders": [{"conid": 5, "quantity": 1}]}}));
-        let other = obj(json!({"accountId": "DU1", "body": {"orders": [{"conid": 5, "quantity": 9}]}}));
-        assert_eq!(p.redeem_preview_token(None, &order).unwrap_err().rule, "preview");
+        let order =
+            obj(json!({"accountId": "DU1", "body": {"orders": [{"conid": 5, "quantity": 1}]}}));
+        let other =
+            obj(json!({"accountId": "DU1", "body": {"orders": [{"conid": 5, "quantity": 9}]}}));
+        assert_eq!(
+            p.redeem_preview_token(None, &order).unwrap_err().rule,
+            "preview"
+        );
         let t = p.issue_preview_token(&order);
         p.redeem_preview_token(Some(&t), &order).unwrap();
-        assert!(p.redeem_preview_token(Some(&t), &order).is_err(), "single use");
+        assert!(
+            p.redeem_preview_token(Some(&t), &order).is_err(),
+            "single use"
+        );
         let t = p.issue_preview_token(&order);
-        assert!(p.redeem_preview_token(Some(&t), &other).unwrap_err().message.contains("differs"));
+        assert!(
+            p.redeem_preview_token(Some(&t), &other)
+                .unwrap_err()
+                .message
+                .contains("differs")
+        );
         let t = p.issue_preview_token(&order);
         std::thread::sleep(Duration::from_millis(250));
-        assert!(p.redeem_preview_token(Some(&t), &order).unwrap_err().message.contains("expired"));
+        assert!(
+            p.redeem_preview_token(Some(&t), &order)
+                .unwrap_err()
+                .message
+                .contains("expired")
+        );
     }
 }

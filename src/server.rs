@@ -53,6 +53,7 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
         preview_ttl: std::time::Duration::from_secs(cfg.preview_ttl),
     });
     Ok(ServerState {
+        demo: cfg.demo,
         policy,
         audit: crate::audit::AuditLog::new(cfg.audit_path()),
         client,
@@ -67,8 +68,62 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
     })
 }
 
+/// Starts the in-process simulator for `--demo`; returns it with the configuration pointed at it.
+pub async fn start_demo(
+    mut cfg: ServeConfig,
+) -> anyhow::Result<(ServeConfig, ibkr_sim::SimHandle)> {
+    let sim = ibkr_sim::start(
+        ibkr_sim::SimConfig::default().with_seed(cfg.seed),
+        std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ibkr_sim::Tls::SelfSigned,
+    )
+    .await
+    .context("cannot start the demo gateway simulator")?;
+    tracing::info!(
+        gateway = %sim.base_url(),
+        control = %sim.control_url(),
+        seed = cfg.seed,
+        "demo mode: serving against the built-in gateway simulator (paper accounts, no IBKR account needed)"
+    );
+    cfg.gateway_url = sim.base_url();
+    cfg.gateway_login_url = Some(sim.control_url());
+    Ok((cfg, sim))
+}
+
+/// Runs the simulator alone until it is asked to stop.
+pub async fn run_sim(args: crate::config::SimArgs) -> anyhow::Result<()> {
+    let config = ibkr_sim::SimConfig::default()
+        .with_seed(args.seed)
+        .with_pacing(args.pacing)
+        .with_idle_timeout(std::time::Duration::from_secs(args.idle_timeout));
+    let tls = if args.plain_http {
+        ibkr_sim::Tls::None
+    } else {
+        ibkr_sim::Tls::SelfSigned
+    };
+    let sim = ibkr_sim::start(config, args.listen, tls)
+        .await
+        .with_context(|| format!("cannot start the simulator on {} (--listen)", args.listen))?;
+    tracing::info!(gateway = %sim.base_url(), control = %sim.control_url(), "gateway simulator running");
+    eprintln!(
+        "gateway simulator: {} (control: {})",
+        sim.base_url(),
+        sim.control_url()
+    );
+    let stop = CancellationToken::new();
+    http::shutdown_signal(stop).await;
+    sim.shutdown().await;
+    Ok(())
+}
+
 /// Runs the server until it is asked to stop.
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
+    let (cfg, _demo) = if cfg.demo {
+        let (cfg, sim) = start_demo(cfg).await?;
+        (cfg, Some(sim))
+    } else {
+        (cfg, None)
+    };
     let state = Arc::new(build_state(&cfg)?);
     tracing::info!(
         transport = ?cfg.transport,
@@ -114,7 +169,10 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(cfg.listen)
                 .await
                 .with_context(|| {
-                    format!("cannot listen on {} (--listen, IBKR_MCP_LISTEN)", cfg.listen)
+                    format!(
+                        "cannot listen on {} (--listen, IBKR_MCP_LISTEN)",
+                        cfg.listen
+                    )
                 })?;
             tracing::info!(
                 "MCP endpoint http://{}/mcp",

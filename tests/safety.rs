@@ -54,7 +54,8 @@ async fn accept_orders(gateway: &MockServer) -> httpmock::Mock<'_> {
     gateway
         .mock_async(|when, then| {
             when.method(POST).path_includes("/orders");
-            then.status(200).json_body(json!([{"order_id": "1", "order_status": "Submitted"}]));
+            then.status(200)
+                .json_body(json!([{"order_id": "1", "order_status": "Submitted"}]));
         })
         .await
 }
@@ -79,16 +80,26 @@ async fn account_allowlist_and_live_accounts_are_enforced() {
     let a = audit.to_str().unwrap();
     let s = server(
         &gw(&gateway),
-        &["--allow-trading", "--trading-accounts", "DU1111111,U2222222", "--audit-log", a],
+        &[
+            "--allow-trading",
+            "--trading-accounts",
+            "DU1111111,U2222222",
+            "--audit-log",
+            a,
+        ],
     );
     let one = || vec![order(265598, "LMT", 1.0, Some(1.0))];
     refused(
-        &s.call("place_orders", place("DU9999999", one())).await.unwrap(),
+        &s.call("place_orders", place("DU9999999", one()))
+            .await
+            .unwrap(),
         "account",
         &["DU****999", "IBKR_MCP_TRADING_ACCOUNTS"],
     );
     refused(
-        &s.call("place_orders", place("U2222222", one())).await.unwrap(),
+        &s.call("place_orders", place("U2222222", one()))
+            .await
+            .unwrap(),
         "live_account",
         &["live", "IBKR_MCP_ALLOW_LIVE_TRADING"],
     );
@@ -96,12 +107,17 @@ async fn account_allowlist_and_live_accounts_are_enforced() {
     let mut inner = one();
     inner[0]["acctId"] = json!("DU9999999");
     refused(
-        &s.call("place_orders", place("DU1111111", inner)).await.unwrap(),
+        &s.call("place_orders", place("DU1111111", inner))
+            .await
+            .unwrap(),
         "account",
         &[],
     );
     assert_eq!(orders.calls_async().await, 0);
-    let ok = s.call("place_orders", place("DU1111111", one())).await.unwrap();
+    let ok = s
+        .call("place_orders", place("DU1111111", one()))
+        .await
+        .unwrap();
     assert_eq!(ok.is_error, Some(false), "{}", text_of(&ok));
     assert_eq!(orders.calls_async().await, 1);
 
@@ -109,15 +125,24 @@ async fn account_allowlist_and_live_accounts_are_enforced() {
         &gw(&gateway),
         &["--allow-trading", "--allow-live-trading", "--audit-log", a],
     );
-    let ok = live.call("place_orders", place("U2222222", one())).await.unwrap();
+    let ok = live
+        .call("place_orders", place("U2222222", one()))
+        .await
+        .unwrap();
     assert_eq!(ok.is_error, Some(false), "{}", text_of(&ok));
 
     let lines = audit_lines(&audit);
     assert_eq!(lines.len(), 5, "one line per write attempt: {lines:?}");
-    let decisions: Vec<&str> = lines.iter().map(|l| l["decision"].as_str().unwrap()).collect();
+    let decisions: Vec<&str> = lines
+        .iter()
+        .map(|l| l["decision"].as_str().unwrap())
+        .collect();
     assert_eq!(decisions, ["refused", "refused", "refused", "sent", "sent"]);
     let all = std::fs::read_to_string(&audit).unwrap();
-    assert!(!all.contains("DU1111111") && !all.contains("U2222222"), "account ids are masked");
+    assert!(
+        !all.contains("DU1111111") && !all.contains("U2222222"),
+        "account ids are masked"
+    );
     assert!(all.contains("DU****111"));
     assert_eq!(lines[3]["result"]["status"], 200);
 }
@@ -134,30 +159,54 @@ async fn quantity_notional_and_security_type_limits_refuse_before_sending() {
         &gw(&gateway),
         &[
             "--allow-trading",
-            "--max-order-quantity", "100",
-            "--max-order-notional", "10000",
-            "--allowed-sec-types", "STK,FUT",
-            "--audit-log", audit.to_str().unwrap(),
+            "--max-order-quantity",
+            "100",
+            "--max-order-notional",
+            "10000",
+            "--allowed-sec-types",
+            "STK,FUT",
+            "--audit-log",
+            audit.to_str().unwrap(),
         ],
     );
     refused(
-        &s.call("place_orders", place("DU1", vec![order(265598, "LMT", 150.0, Some(1.0))])).await.unwrap(),
+        &s.call(
+            "place_orders",
+            place("DU1", vec![order(265598, "LMT", 150.0, Some(1.0))]),
+        )
+        .await
+        .unwrap(),
         "quantity",
         &["150", "100", "IBKR_MCP_MAX_ORDER_QUANTITY"],
     );
     refused(
-        &s.call("place_orders", place("DU1", vec![order(265598, "LMT", 60.0, Some(200.0))])).await.unwrap(),
+        &s.call(
+            "place_orders",
+            place("DU1", vec![order(265598, "LMT", 60.0, Some(200.0))]),
+        )
+        .await
+        .unwrap(),
         "notional",
         &["12000.00 USD", "IBKR_MCP_MAX_ORDER_NOTIONAL"],
     );
     // One ES contract at 4000 is worth 200000 with its multiplier of 50.
     refused(
-        &s.call("place_orders", place("DU1", vec![order(495512563, "LMT", 1.0, Some(4000.0))])).await.unwrap(),
+        &s.call(
+            "place_orders",
+            place("DU1", vec![order(495512563, "LMT", 1.0, Some(4000.0))]),
+        )
+        .await
+        .unwrap(),
         "notional",
         &["200000.00"],
     );
     refused(
-        &s.call("place_orders", place("DU1", vec![order(700000001, "LMT", 1.0, Some(1.0))])).await.unwrap(),
+        &s.call(
+            "place_orders",
+            place("DU1", vec![order(700000001, "LMT", 1.0, Some(1.0))]),
+        )
+        .await
+        .unwrap(),
         "sec_type",
         &["OPT", "IBKR_MCP_ALLOWED_SEC_TYPES"],
     );
@@ -170,9 +219,16 @@ async fn quantity_notional_and_security_type_limits_refuse_before_sending() {
         .await
         .unwrap();
     refused(&m, "quantity", &[]);
-    assert_eq!(orders.calls_async().await, 0, "no order reached the gateway");
+    assert_eq!(
+        orders.calls_async().await,
+        0,
+        "no order reached the gateway"
+    );
     let ok = s
-        .call("place_orders", place("DU1", vec![order(265598, "LMT", 10.0, Some(189.0))]))
+        .call(
+            "place_orders",
+            place("DU1", vec![order(265598, "LMT", 10.0, Some(189.0))]),
+        )
         .await
         .unwrap();
     assert_eq!(ok.is_error, Some(false), "{}", text_of(&ok));
@@ -189,14 +245,24 @@ async fn market_orders_are_valued_at_a_fresh_quote_after_the_preflight() {
     let cold = gateway
         .mock_async(|when, then| {
             when.method(GET).path("/v1/api/iserver/marketdata/snapshot");
-            then.status(200).json_body(json!([{"conid": 265598, "conidEx": "265598"}]));
+            then.status(200)
+                .json_body(json!([{"conid": 265598, "conidEx": "265598"}]));
         })
         .await;
     let s = server(
         &gw(&gateway),
-        &["--allow-trading", "--max-order-notional", "5000", "--audit-log", audit_path("mkt").to_str().unwrap()],
+        &[
+            "--allow-trading",
+            "--max-order-notional",
+            "5000",
+            "--audit-log",
+            audit_path("mkt").to_str().unwrap(),
+        ],
     );
-    let call = s.call("place_orders", place("DU1", vec![order(265598, "MKT", 30.0, None)]));
+    let call = s.call(
+        "place_orders",
+        place("DU1", vec![order(265598, "MKT", 30.0, None)]),
+    );
     let flip = async {
         while cold.calls_async().await == 0 {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -205,7 +271,9 @@ async fn market_orders_are_valued_at_a_fresh_quote_after_the_preflight() {
         gateway
             .mock_async(|when, then| {
                 when.method(GET).path("/v1/api/iserver/marketdata/snapshot");
-                then.status(200).json_body(json!([{"conid": 265598, "31": "189.10", "84": "189.05", "86": "189.15"}]));
+                then.status(200).json_body(
+                    json!([{"conid": 265598, "31": "189.10", "84": "189.05", "86": "189.15"}]),
+                );
             })
             .await
     };
@@ -222,14 +290,31 @@ async fn orders_per_minute_are_limited_across_calls() {
     let orders = accept_orders(&gateway).await;
     let s = server(
         &gw(&gateway),
-        &["--allow-trading", "--max-orders-per-minute", "2", "--audit-log", audit_path("rate").to_str().unwrap()],
+        &[
+            "--allow-trading",
+            "--max-orders-per-minute",
+            "2",
+            "--audit-log",
+            audit_path("rate").to_str().unwrap(),
+        ],
     );
     for _ in 0..2 {
-        let r = s.call("place_orders", place("DU1", vec![order(265598, "LMT", 1.0, Some(1.0))])).await.unwrap();
+        let r = s
+            .call(
+                "place_orders",
+                place("DU1", vec![order(265598, "LMT", 1.0, Some(1.0))]),
+            )
+            .await
+            .unwrap();
         assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
     }
     refused(
-        &s.call("place_orders", place("DU1", vec![order(265598, "LMT", 1.0, Some(1.0))])).await.unwrap(),
+        &s.call(
+            "place_orders",
+            place("DU1", vec![order(265598, "LMT", 1.0, Some(1.0))]),
+        )
+        .await
+        .unwrap(),
         "rate",
         &["2 orders per minute", "IBKR_MCP_MAX_ORDERS_PER_MINUTE"],
     );
@@ -242,22 +327,32 @@ async fn placing_requires_a_preview_of_the_identical_order_when_configured() {
     let orders = gateway
         .mock_async(|when, then| {
             when.method(POST).path("/v1/api/iserver/account/DU1/orders");
-            then.status(200).json_body(json!([{"order_id": "1", "order_status": "Submitted"}]));
+            then.status(200)
+                .json_body(json!([{"order_id": "1", "order_status": "Submitted"}]));
         })
         .await;
     gateway
         .mock_async(|when, then| {
-            when.method(POST).path("/v1/api/iserver/account/DU1/orders/whatif");
-            then.status(200).json_body(json!({"amount": {"commission": "1 USD"}}));
+            when.method(POST)
+                .path("/v1/api/iserver/account/DU1/orders/whatif");
+            then.status(200)
+                .json_body(json!({"amount": {"commission": "1 USD"}}));
         })
         .await;
     let s = server(
         &gw(&gateway),
-        &["--allow-trading", "--require-preview", "--audit-log", audit_path("preview").to_str().unwrap()],
+        &[
+            "--allow-trading",
+            "--require-preview",
+            "--audit-log",
+            audit_path("preview").to_str().unwrap(),
+        ],
     );
     let the_order = vec![order(265598, "LMT", 2.0, Some(100.0))];
     refused(
-        &s.call("place_orders", place("DU1", the_order.clone())).await.unwrap(),
+        &s.call("place_orders", place("DU1", the_order.clone()))
+            .await
+            .unwrap(),
         "preview",
         &["get_order_preview"],
     );
@@ -275,18 +370,41 @@ async fn placing_requires_a_preview_of_the_identical_order_when_configured() {
     // A different order cannot use the token (and uses it up).
     let mut different = place("DU1", vec![order(265598, "LMT", 3.0, Some(100.0))]).unwrap();
     different.insert("previewToken".into(), json!(token));
-    refused(&s.call("place_orders", Some(different)).await.unwrap(), "preview", &["differs"]);
-    let preview = s.call("get_order_preview", place("DU1", the_order.clone())).await.unwrap();
-    let token = text_of(&preview).split("previewToken ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    refused(
+        &s.call("place_orders", Some(different)).await.unwrap(),
+        "preview",
+        &["differs"],
+    );
+    let preview = s
+        .call("get_order_preview", place("DU1", the_order.clone()))
+        .await
+        .unwrap();
+    let token = text_of(&preview)
+        .split("previewToken ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
     let mut same = place("DU1", the_order.clone()).unwrap();
     same.insert("previewToken".into(), json!(token));
     let ok = s.call("place_orders", Some(same.clone())).await.unwrap();
     assert_eq!(ok.is_error, Some(false), "{}", text_of(&ok));
-    refused(&s.call("place_orders", Some(same)).await.unwrap(), "preview", &["already used"]);
+    refused(
+        &s.call("place_orders", Some(same)).await.unwrap(),
+        "preview",
+        &["already used"],
+    );
     assert_eq!(orders.calls_async().await, 1);
     let tools = s.tools();
     let place_tool = tools.iter().find(|t| t.name == "place_orders").unwrap();
-    assert!(place_tool.input_schema["required"].as_array().unwrap().contains(&json!("previewToken")));
+    assert!(
+        place_tool.input_schema["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("previewToken"))
+    );
 }
 
 #[tokio::test]
@@ -299,10 +417,19 @@ async fn hidden_write_called_by_name_is_refused_and_audited() {
         })
         .await;
     let audit = audit_path("hidden");
-    let s = server(&gw(&gateway), &["--toolsets", "all", "--audit-log", audit.to_str().unwrap()]);
-    let r = s.call("delete_watchlist", args(json!({"id": "1"}))).await.unwrap();
+    let s = server(
+        &gw(&gateway),
+        &["--toolsets", "all", "--audit-log", audit.to_str().unwrap()],
+    );
+    let r = s
+        .call("delete_watchlist", args(json!({"id": "1"})))
+        .await
+        .unwrap();
     assert_eq!(r.is_error, Some(true));
-    assert_eq!(r.structured_content.unwrap()["error"]["kind"], "trading_disabled");
+    assert_eq!(
+        r.structured_content.unwrap()["error"]["kind"],
+        "trading_disabled"
+    );
     assert_eq!(any.calls_async().await, 0);
     let lines = audit_lines(&audit);
     assert_eq!(lines.len(), 1);
@@ -318,10 +445,22 @@ async fn unwritable_audit_log_refuses_writes_before_sending() {
     let file = audit_path("blocker");
     std::fs::write(&file, "x").unwrap();
     let bad = file.join("audit.jsonl");
-    let s = server(&gw(&gateway), &["--allow-trading", "--audit-log", bad.to_str().unwrap()]);
-    let r = s.call("place_orders", place("DU1", vec![order(265598, "LMT", 1.0, Some(1.0))])).await.unwrap();
+    let s = server(
+        &gw(&gateway),
+        &["--allow-trading", "--audit-log", bad.to_str().unwrap()],
+    );
+    let r = s
+        .call(
+            "place_orders",
+            place("DU1", vec![order(265598, "LMT", 1.0, Some(1.0))]),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.is_error, Some(true));
     assert!(text_of(&r).contains("IBKR_MCP_AUDIT_LOG"));
-    assert_eq!(r.structured_content.unwrap()["error"]["kind"], "audit_unavailable");
+    assert_eq!(
+        r.structured_content.unwrap()["error"]["kind"],
+        "audit_unavailable"
+    );
     assert_eq!(orders.calls_async().await, 0);
 }

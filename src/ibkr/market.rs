@@ -137,7 +137,9 @@ pub async fn price_for(client: &Client, conid: i64, buy: bool) -> Result<f64, St
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(1));
     }
-    Err(format!("no market price for conid {conid} (no market data subscription, or the market is closed)"))
+    Err(format!(
+        "no market price for conid {conid} (no market data subscription, or the market is closed)"
+    ))
 }
 
 #[cfg(test)]
