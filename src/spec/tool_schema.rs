@@ -248,3 +248,108 @@ fn convert(doc: &Value, schema: &Value, depth: usize) -> Value {
     }
     Value::Object(out)
 }
+
+/// The JSON Schema (2020-12) of an operation's JSON response for `status` (or the first 2xx
+/// when `status` is `None`), for validating replies: OpenAPI 3.0's `nullable` becomes
+/// `anyOf [.., null]`, every component schema is carried under `$defs` with `$ref`s rewritten
+/// to point there, OpenAPI-only keywords are dropped. `None` when the document describes no
+/// JSON body for it.
+pub fn response_schema(doc: &Value, operation_id: &str, status: Option<u16>) -> Option<Value> {
+    let (path, method) = find_operation(doc, operation_id)?;
+    let responses = doc["paths"][path.as_str()][method]
+        .get("responses")?
+        .as_object()?;
+    let (_, response) = responses.iter().find(|(code, _)| match status {
+        Some(s) => code.as_str() == s.to_string(),
+        None => code.starts_with('2') && code.len() == 3,
+    })?;
+    let response = resolve(doc, response)?;
+    let media = response
+        .get("content")?
+        .as_object()?
+        .iter()
+        .find(|(ct, _)| ct.starts_with("application/json"))?
+        .1;
+    let mut root = response_node(media.get("schema")?);
+    let defs: Map<String, Value> = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), response_node(v)))
+        .collect();
+    let obj = root.as_object_mut()?;
+    obj.insert("$schema".into(), Value::String(DIALECT.into()));
+    obj.insert("$defs".into(), Value::Object(defs));
+    Some(root)
+}
+
+/// One OpenAPI 3.0 schema node to JSON Schema, keeping `$ref`s (rewritten to `$defs`).
+fn response_node(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                let target = r.replace("#/components/schemas/", "#/$defs/");
+                return json!({ "$ref": target });
+            }
+            let mut out = Map::new();
+            for (k, x) in m {
+                match k.as_str() {
+                    "nullable" | "discriminator" | "xml" | "externalDocs" | "readOnly"
+                    | "writeOnly" | "example" | "format" => {}
+                    k if k.starts_with("x-") => {}
+                    "properties" | "patternProperties" => {
+                        let props = x
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(|(n, s)| (n.clone(), response_node(s)))
+                            .collect();
+                        out.insert(k.to_string(), Value::Object(props));
+                    }
+                    "exclusiveMinimum" | "exclusiveMaximum" => {
+                        let bound = if k == "exclusiveMinimum" {
+                            "minimum"
+                        } else {
+                            "maximum"
+                        };
+                        if x == &Value::Bool(true) {
+                            if let Some(b) = m.get(bound) {
+                                out.insert(k.to_string(), b.clone());
+                            }
+                        } else if x.is_number() {
+                            out.insert(k.to_string(), x.clone());
+                        }
+                    }
+                    "minimum" | "maximum" => {
+                        let ex = if k == "minimum" {
+                            "exclusiveMinimum"
+                        } else {
+                            "exclusiveMaximum"
+                        };
+                        if m.get(ex) != Some(&Value::Bool(true)) {
+                            out.insert(k.to_string(), x.clone());
+                        }
+                    }
+                    "enum" | "default" | "const" | "required" | "type" | "description" => {
+                        out.insert(k.to_string(), x.clone());
+                    }
+                    _ => {
+                        out.insert(k.to_string(), response_node(x));
+                    }
+                }
+            }
+            if m.get("nullable") == Some(&Value::Bool(true)) {
+                if let Some(Value::Array(values)) = out.get_mut("enum")
+                    && !values.contains(&Value::Null)
+                {
+                    values.push(Value::Null);
+                }
+                return json!({ "anyOf": [Value::Object(out), { "type": "null" }] });
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(response_node).collect()),
+        other => other.clone(),
+    }
+}
