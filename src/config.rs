@@ -125,6 +125,11 @@ pub struct ServeConfig {
     #[arg(long, env = "IBKR_MCP_MAX_ORDERS_PER_MINUTE")]
     pub max_orders_per_minute: Option<u32>,
 
+    /// Ask the human to confirm every order for a live account, when the MCP client supports
+    /// elicitation.
+    #[arg(long, env = "IBKR_MCP_CONFIRM_LIVE_ORDERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub confirm_live_orders: bool,
+
     /// Require a preview first: place_orders then needs the `previewToken` that
     /// get_order_preview returned for exactly the same order (single use).
     #[arg(long, env = "IBKR_MCP_REQUIRE_PREVIEW", default_value_t = false)]
@@ -163,6 +168,60 @@ pub struct ServeConfig {
     /// Seconds a client has to send a request's headers, and then its body.
     #[arg(long, env = "IBKR_MCP_CLIENT_TIMEOUT", default_value_t = 30)]
     pub client_timeout: u64,
+
+    /// Keep the gateway session alive and usable: tickle, open the brokerage session when it
+    /// lapses (ssodh/init), check it before tools that need it. Turn off only when something
+    /// else manages the session.
+    #[arg(long, env = "IBKR_MCP_SESSION_KEEPALIVE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub session_keepalive: bool,
+
+    /// Seconds between tickles while the session is ready (IBKR times sessions out after about
+    /// 6 minutes without requests).
+    #[arg(long, env = "IBKR_MCP_TICKLE_INTERVAL", default_value_t = 60)]
+    pub tickle_interval: u64,
+
+    /// Take the brokerage session over from a competing session (TWS, the mobile app, another
+    /// gateway) automatically. Off: a competing session is reported, not fought over.
+    #[arg(long, env = "IBKR_MCP_TAKE_OVER_COMPETING", default_value_t = false)]
+    pub take_over_competing: bool,
+
+    /// Order-question message ids to suppress at the start of every brokerage session
+    /// (`/iserver/questions/suppress`), comma-separated, e.g. o163,o354.
+    #[arg(long, env = "IBKR_MCP_SUPPRESS_QUESTION_IDS", value_delimiter = ',')]
+    pub suppress_question_ids: Vec<String>,
+
+    /// Order-question message ids this server confirms by itself, comma-separated. Any other
+    /// question goes to the human (elicitation) or back to the model for an explicit confirm.
+    #[arg(
+        long,
+        env = "IBKR_MCP_AUTO_CONFIRM_QUESTION_IDS",
+        value_delimiter = ','
+    )]
+    pub auto_confirm_question_ids: Vec<String>,
+
+    /// Most question/reply rounds for one order before giving up.
+    #[arg(long, env = "IBKR_MCP_MAX_QUESTION_ROUNDS", default_value_t = 8)]
+    pub max_question_rounds: u32,
+
+    /// Pace requests to IBKR's documented rate limits on this side (recommended: IBKR answers
+    /// violations with 429 and may block the IP).
+    #[arg(long, env = "IBKR_MCP_PACING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pacing: bool,
+
+    /// Seconds a request may wait for its turn under the rate limits before it is refused
+    /// with the time to retry.
+    #[arg(long, env = "IBKR_MCP_PACING_MAX_WAIT", default_value_t = 5)]
+    pub pacing_max_wait: u64,
+
+    /// Retries of read-only requests after a connection error or a 5xx answer (never of
+    /// anything that places, changes or cancels an order).
+    #[arg(long, env = "IBKR_MCP_READ_RETRIES", default_value_t = 2)]
+    pub read_retries: u32,
+
+    /// Seconds the quote tool keeps asking while the gateway warms up a market data
+    /// subscription (its first answer for a contract carries no values).
+    #[arg(long, env = "IBKR_MCP_SNAPSHOT_WAIT", default_value_t = 5)]
+    pub snapshot_wait: u64,
 
     /// Demo mode: start the built-in gateway simulator (seeded paper accounts, moving prices,
     /// IBKR's order questions) in this process and serve against it instead of a real gateway.
@@ -451,7 +510,7 @@ mod tests {
         parse(&["--allow-live-trading", "--allow-trading"])
             .validate()
             .unwrap();
-        assert!(parse(&["--max-order-notional", "-5"]).validate().is_err());
+        assert!(parse(&["--max-order-notional=-5"]).validate().is_err());
         assert!(parse(&["--max-orders-per-minute", "0"]).validate().is_err());
     }
 

@@ -100,6 +100,28 @@ pub enum ToolError {
     },
     /// The audit log cannot be written, so no write is sent.
     AuditUnavailable(String),
+    /// Another session holds the brokerage session.
+    Competing,
+    /// IBKR asked a question about an order; it waits for an explicit confirmation.
+    QuestionPending {
+        /// The order, in words.
+        order: String,
+        /// The id to reply to.
+        reply_id: String,
+        /// IBKR's question.
+        text: String,
+        /// Its message ids.
+        message_ids: Vec<String>,
+    },
+    /// The user declined IBKR's question; the order was dropped.
+    Declined {
+        /// The order, in words.
+        order: String,
+        /// The question.
+        text: String,
+    },
+    /// The question/reply chain of an order failed.
+    OrderChainFailed(String),
     /// A bug or an impossible state on our side.
     Internal(String),
 }
@@ -125,6 +147,10 @@ impl ToolError {
             ToolError::BadReply { .. } => "bad_reply",
             ToolError::PolicyRefused { .. } => "policy_refused",
             ToolError::AuditUnavailable(_) => "audit_unavailable",
+            ToolError::Competing => "competing_session",
+            ToolError::QuestionPending { .. } => "order_question",
+            ToolError::Declined { .. } => "declined",
+            ToolError::OrderChainFailed(_) => "order_chain_failed",
             ToolError::Internal(_) => "internal",
         }
     }
@@ -240,6 +266,34 @@ impl ToolError {
                  written ({m}). The user can point it elsewhere with --audit-log \
                  (IBKR_MCP_AUDIT_LOG)."
             ),
+            ToolError::Competing => "Another session (TWS, the IBKR mobile app, or another \
+                 gateway) holds the brokerage session, so this one cannot trade or read iserver \
+                 data now. Ask the user whether to take it over; only if they agree, call \
+                 init_brokerage_session with body {\"compete\": true, \"publish\": true} (that \
+                 disconnects the other session)."
+                .to_string(),
+            ToolError::QuestionPending {
+                order,
+                reply_id,
+                text,
+                message_ids,
+            } => format!(
+                "IBKR has a question about the order {order} (message ids: {}), and the order is \
+                 NOT placed until it is confirmed:\n\n{text}\n\nShow the question to the user. \
+                 Only if they agree, call reply_order_question with replyId \"{reply_id}\" and \
+                 body {{\"confirmed\": true}}; to drop the order, confirmed false. The reply id \
+                 can be used once, for 15 minutes. Do not place the order again.",
+                if message_ids.is_empty() {
+                    "none".to_string()
+                } else {
+                    message_ids.join(", ")
+                }
+            ),
+            ToolError::Declined { order, text } => format!(
+                "The user declined IBKR's question about the order {order}, so it was dropped \
+                 (not placed): {text}"
+            ),
+            ToolError::OrderChainFailed(m) => format!("The order's question chain stopped: {m}"),
             ToolError::Internal(m) => format!("Internal error in ibkr-mcp: {m}"),
         }
     }
@@ -263,6 +317,14 @@ impl ToolError {
             }
             ToolError::InvalidArguments { problems, .. } => json!({ "problems": problems }),
             ToolError::PolicyRefused { rule, .. } => json!({ "rule": rule }),
+            ToolError::QuestionPending {
+                reply_id,
+                text,
+                message_ids,
+                ..
+            } => {
+                json!({ "question": { "reply_id": reply_id, "text": text, "message_ids": message_ids } })
+            }
             _ => json!({}),
         };
         if let (Value::Object(e), Value::Object(x)) = (&mut e, extra) {

@@ -214,17 +214,31 @@ async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
+/// Ready when the session manager's state is `ready` (or, without a manager, when a direct
+/// probe finds the brokerage session authenticated).
 async fn readyz(State(state): State<Arc<ServerState>>) -> impl IntoResponse {
-    let readiness = crate::ibkr::probe(&state.client).await;
-    let code = if readiness.ready {
+    let (ready, body) = match &state.session {
+        Some(s) => {
+            let status = s.status();
+            let ready = status.state == crate::ibkr::session::State::Ready;
+            let mut v = serde_json::to_value(&status).unwrap_or_default();
+            v["ready"] = serde_json::Value::Bool(ready);
+            (ready, v)
+        }
+        None => {
+            let readiness = crate::ibkr::probe(&state.client).await;
+            (
+                readiness.ready,
+                serde_json::to_value(&readiness).unwrap_or_default(),
+            )
+        }
+    };
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        code,
-        Json(serde_json::to_value(&readiness).unwrap_or_default()),
-    )
+    (code, Json(body))
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, giving each client `header_timeout`

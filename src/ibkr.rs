@@ -9,6 +9,8 @@ use std::time::Duration;
 
 pub mod hooks;
 pub mod market;
+pub mod pacing;
+pub mod session;
 
 /// progenitor's output. Lints are silenced here only: the code is generated and IBKR's prose
 /// (doc comments) is not ours to fix.

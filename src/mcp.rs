@@ -9,13 +9,16 @@
 pub mod args;
 pub mod catalog;
 pub mod dispatch;
+pub mod orders;
+pub mod quotes;
 pub mod results;
 
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, Implementation, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -41,6 +44,16 @@ pub struct ServerState {
     pub policy: policy::Policy,
     /// Serving against the built-in simulator (`--demo`).
     pub demo: bool,
+    /// The session manager (absent with `--session-keepalive false`).
+    pub session: Option<std::sync::Arc<crate::ibkr::session::SessionManager>>,
+    /// How order questions are answered.
+    pub orders: orders::OrderSettings,
+    /// How long the quote tool waits for a warming subscription.
+    pub snapshot_wait: std::time::Duration,
+    /// Questions waiting for an explicit confirmation.
+    pub pending: orders::PendingQuestions,
+    /// Ask the human (elicitation) before live orders.
+    pub confirm_live_orders: bool,
     /// Where write attempts are recorded.
     pub audit: std::sync::Arc<audit::AuditLog>,
 }
@@ -138,13 +151,25 @@ impl IbkrServer {
         self.state.inventory.mcp_tools()
     }
 
-    /// Runs one tool call to its result. Unknown tools are protocol errors; everything else,
-    /// including gateway failures and policy refusals, is a tool result. Every attempt to use a
-    /// tool that changes anything is recorded in the audit log before the result is returned.
+    /// Runs one tool call without a human to ask (see [`call_with`](Self::call_with)).
     pub async fn call(
         &self,
         name: &str,
         arguments: Option<rmcp::model::JsonObject>,
+    ) -> Result<rmcp::model::CallToolResult, McpError> {
+        self.call_with(name, arguments, &orders::Human::default())
+            .await
+    }
+
+    /// Runs one tool call to its result. Unknown tools are protocol errors; everything else,
+    /// including gateway failures and policy refusals, is a tool result. Every attempt to use a
+    /// tool that changes anything is recorded in the audit log before the result is returned.
+    /// `human` is asked (elicitation) where a person must decide.
+    pub async fn call_with(
+        &self,
+        name: &str,
+        arguments: Option<rmcp::model::JsonObject>,
+        human: &orders::Human,
     ) -> Result<rmcp::model::CallToolResult, McpError> {
         let state = &self.state;
         let started = std::time::Instant::now();
@@ -186,9 +211,15 @@ impl IbkrServer {
                 ));
             }
         };
+        if catalog::is_server_tool(def) {
+            return Ok(self.server_tool(def, arguments).await);
+        }
         let span = tracing::info_span!("tool", tool = %def.name, toolset = %def.toolset);
         let audit_args = arguments.clone();
-        let (attempt, result) = self.run(def, arguments).instrument(span.clone()).await?;
+        let (attempt, result) = self
+            .run(def, arguments, human)
+            .instrument(span.clone())
+            .await?;
         if def.read_only {
             return Ok(result);
         }
@@ -196,6 +227,46 @@ impl IbkrServer {
             .audited(def, &audit_args, time, started, attempt, result)
             .instrument(span)
             .await)
+    }
+
+    /// The session status as JSON: the manager's view, or a direct probe without one.
+    pub async fn session_json(&self) -> serde_json::Value {
+        match &self.state.session {
+            Some(s) => serde_json::to_value(s.status()).unwrap_or_default(),
+            None => {
+                let probe = crate::ibkr::probe(&self.state.client).await;
+                let mut v = serde_json::to_value(probe).unwrap_or_default();
+                v["session_manager"] = serde_json::Value::String(
+                    "off (--session-keepalive false): nothing keeps this session alive".into(),
+                );
+                v
+            }
+        }
+    }
+
+    async fn server_tool(
+        &self,
+        def: &'static ToolDef,
+        arguments: Option<rmcp::model::JsonObject>,
+    ) -> rmcp::model::CallToolResult {
+        if let Err(problems) = args::prepare(def, arguments) {
+            return results::failure(&ToolError::InvalidArguments {
+                tool: def.name.clone(),
+                problems,
+                usage: results::usage(def),
+            });
+        }
+        match def.name.as_str() {
+            catalog::SESSION_STATUS_TOOL => results::success(
+                def,
+                self.session_json().await,
+                Vec::new(),
+                self.state.results.max_result_bytes,
+            ),
+            other => results::failure(&ToolError::Internal(format!(
+                "server tool `{other}` has no handler"
+            ))),
+        }
     }
 
     /// Records a write attempt; if that fails after the call went out, the result says so.
@@ -229,32 +300,34 @@ impl IbkrServer {
         result
     }
 
-    /// Validates, checks the policy, sends, shapes. Returns what the audit log records.
+    /// Validates, checks the policy and the session, sends, runs order questions and the
+    /// snapshot pre-flight, shapes. Returns what the audit log records.
     async fn run(
         &self,
         def: &'static ToolDef,
         arguments: Option<rmcp::model::JsonObject>,
+        human: &orders::Human,
     ) -> Result<(Attempt, rmcp::model::CallToolResult), McpError> {
         let state = &self.state;
         let refused = |e: ToolError| Ok((Attempt::refused(&e), results::failure(&e)));
+        let op = def.operation_id.as_str();
         let mut arguments = arguments.unwrap_or_default();
-        let preview_token =
-            if def.operation_id == policy::PLACE_ORDERS && state.policy.limits().require_preview {
-                match arguments.remove(PREVIEW_TOKEN_ARG) {
-                    Some(serde_json::Value::String(t)) => Some(t),
-                    Some(_) => {
-                        return refused(ToolError::InvalidArguments {
-                            tool: def.name.clone(),
-                            problems: vec![format!("`{PREVIEW_TOKEN_ARG}`: must be a string")],
-                            usage: results::usage(def),
-                        });
-                    }
-                    None => None,
+        let preview_token = if op == policy::PLACE_ORDERS && state.policy.limits().require_preview {
+            match arguments.remove(PREVIEW_TOKEN_ARG) {
+                Some(serde_json::Value::String(t)) => Some(t),
+                Some(_) => {
+                    return refused(ToolError::InvalidArguments {
+                        tool: def.name.clone(),
+                        problems: vec![format!("`{PREVIEW_TOKEN_ARG}`: must be a string")],
+                        usage: results::usage(def),
+                    });
                 }
-            } else {
-                None
-            };
-        let args = match args::prepare(def, Some(arguments)) {
+                None => None,
+            }
+        } else {
+            None
+        };
+        let mut args = match args::prepare(def, Some(arguments)) {
             Ok(a) => a,
             Err(problems) => {
                 tracing::info!(problems = problems.len(), "invalid arguments");
@@ -265,24 +338,22 @@ impl IbkrServer {
                 });
             }
         };
+        let is_order = op == policy::PLACE_ORDERS || op == policy::MODIFY_ORDER;
+        let mut chain_from: Option<orders::Pending> = None;
         if !def.read_only {
             if !state.allow_trading {
                 return refused(ToolError::TradingDisabled {
                     tool: def.name.clone(),
                 });
             }
-            if let Err(r) = state
-                .policy
-                .check(&def.operation_id, &args, &state.client)
-                .await
-            {
+            if let Err(r) = state.policy.check(op, &args, &state.client).await {
                 tracing::info!(rule = r.rule, "refused by the trading policy");
                 return refused(ToolError::PolicyRefused {
                     rule: r.rule,
                     message: r.message,
                 });
             }
-            if def.operation_id == policy::PLACE_ORDERS
+            if op == policy::PLACE_ORDERS
                 && state.policy.limits().require_preview
                 && let Err(r) = state
                     .policy
@@ -293,31 +364,83 @@ impl IbkrServer {
                     message: r.message,
                 });
             }
+            if op == REPLY_QUESTION {
+                let id = args.get("replyId").and_then(|v| v.as_str()).unwrap_or("");
+                match state.pending.take(id) {
+                    Some(p) => chain_from = Some(p),
+                    None => {
+                        return refused(ToolError::PolicyRefused {
+                            rule: "reply_id",
+                            message: format!(
+                                "reply id `{id}` is not a question this server is waiting on (each \
+                                 id comes from an order placed through this server, can be \
+                                 answered once, and expires after 15 minutes). Check list_orders; \
+                                 if the order is not there, place it again to get a fresh question."
+                            ),
+                        });
+                    }
+                }
+            }
+            if is_order
+                && state.confirm_live_orders
+                && policy::accounts_in(&args)
+                    .iter()
+                    .any(|a| !policy::is_paper(a))
+                && human.can_ask()
+            {
+                let what = orders::describe(&args);
+                if human
+                    .confirm(&format!(
+                        "Send this order to a LIVE (real-money) account?\n\n{what}"
+                    ))
+                    .await
+                    != orders::Answer::Yes
+                {
+                    return refused(ToolError::PolicyRefused {
+                        rule: "human",
+                        message: format!("the user did not confirm the live order {what}"),
+                    });
+                }
+            }
             if let Err(e) = state.audit.ensure_open().await {
                 return refused(ToolError::AuditUnavailable(e));
             }
         }
+        if let Some(session) = &state.session
+            && crate::ibkr::session::needs_brokerage_session(&def.path)
+            && let Err(p) = session
+                .ensure_ready(crate::ibkr::session::needs_accounts(&def.path))
+                .await
+        {
+            return refused(self.session_error(p));
+        }
+        let is_snapshot = op == SNAPSHOT;
+        if is_snapshot {
+            quotes::with_availability(&mut args);
+        }
         let mut logged = serde_json::Value::Object(args.clone());
         audit::mask_accounts(&mut logged);
         tracing::debug!(arguments = %logged, "calling");
-        let body = args
-            .get("body")
-            .map(|b| bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
-        let mut call_args = dispatch::Args::new(args.clone());
-        let (sent, record) = hooks::capture_with_body(
-            body,
-            dispatch::call_generated(&state.client, &def.name, &mut call_args),
-        )
-        .await;
-        let sent = sent.ok_or_else(|| {
-            McpError::internal_error(format!("tool `{}` has no generated call", def.name), None)
-        })?;
+
+        let (mut sent, mut record) = self.send(def, &args).await?;
+        let mut notes = Vec::new();
+        if is_snapshot {
+            self.warm_up(def, &args, &mut sent, &mut record, &mut notes)
+                .await?;
+        }
         let reached_gateway = record.sent > 0;
-        if reached_gateway
-            && (def.operation_id == policy::PLACE_ORDERS
-                || def.operation_id == policy::MODIFY_ORDER)
-        {
+        if reached_gateway && is_order {
             state.policy.record_sent(&args);
+        }
+        if record.reply.as_ref().is_some_and(|r| r.status == 401)
+            && let Some(session) = &state.session
+        {
+            session.saw_unauthorized();
+        }
+        if op == UNSUBSCRIBE_ALL
+            && let Some(session) = &state.session
+        {
+            session.forget_warm(None);
         }
         let reply_summary = record.reply.as_ref().map(|r| {
             let mut body =
@@ -336,12 +459,94 @@ impl IbkrServer {
             }
             (r.status, text)
         });
-        let mut result = results::from_call(def, sent, record, &state.results);
+
+        // An order answered with a question: run the chain.
+        let question_reply = (is_order || op == REPLY_QUESTION)
+            .then_some(record.reply.as_ref())
+            .flatten()
+            .filter(|r| (200..300).contains(&r.status))
+            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .filter(|v| orders::question_in(v).is_some());
+        let mut answered = Vec::new();
+        let mut result = if let Some(first) = question_reply {
+            let (order, rounds) = match &chain_from {
+                Some(p) => (p.order.clone(), p.rounds),
+                None => (orders::describe(&args), 0),
+            };
+            match orders::run_chain(
+                &state.client,
+                &state.orders,
+                &state.pending,
+                human,
+                &order,
+                first,
+                rounds,
+            )
+            .await
+            {
+                orders::Outcome::Done { reply, answered: a } => {
+                    answered = a;
+                    let said: Vec<String> = answered
+                        .iter()
+                        .map(|q| {
+                            format!(
+                                "IBKR asked ({}): {} — {}",
+                                q["message_ids"],
+                                q["text"].as_str().unwrap_or(""),
+                                q["answer"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect();
+                    notes.extend(said);
+                    results::from_value(
+                        def,
+                        200,
+                        reply,
+                        notes.clone(),
+                        state.results.max_result_bytes,
+                    )
+                }
+                orders::Outcome::Waiting {
+                    question,
+                    answered: a,
+                } => {
+                    answered = a;
+                    results::failure(&ToolError::QuestionPending {
+                        order,
+                        reply_id: question.id,
+                        text: question.text,
+                        message_ids: question.message_ids,
+                    })
+                }
+                orders::Outcome::Declined {
+                    question,
+                    answered: a,
+                } => {
+                    answered = a;
+                    results::failure(&ToolError::Declined {
+                        order,
+                        text: question.text,
+                    })
+                }
+                orders::Outcome::Failed {
+                    message,
+                    answered: a,
+                } => {
+                    answered = a;
+                    results::failure(&ToolError::OrderChainFailed(message))
+                }
+            }
+        } else {
+            let mut r = results::from_call(def, sent, record, &state.results);
+            r.content.extend(
+                notes
+                    .iter()
+                    .map(|n| rmcp::model::ContentBlock::text(format!("Note: {n}"))),
+            );
+            r
+        };
         let is_error = result.is_error.unwrap_or(false);
-        if def.operation_id == policy::PREVIEW_ORDERS
-            && !is_error
-            && state.policy.limits().require_preview
-        {
+        if op == policy::PREVIEW_ORDERS && !is_error && state.policy.limits().require_preview {
             let token = state.policy.issue_preview_token(&args);
             result.content.push(rmcp::model::ContentBlock::text(format!(
                 "Note: previewToken {token} — pass it as `{PREVIEW_TOKEN_ARG}` to place_orders \
@@ -362,12 +567,131 @@ impl IbkrServer {
             decision: if reached_gateway { "sent" } else { "refused" },
             reason: error_text,
             result: reply_summary.map(|(status, body)| {
-                serde_json::json!({ "status": status, "is_error": is_error, "body": body })
+                let mut v =
+                    serde_json::json!({ "status": status, "is_error": is_error, "body": body });
+                if !answered.is_empty() {
+                    v["questions"] = serde_json::Value::Array(answered.clone());
+                }
+                v
             }),
         };
         Ok((attempt, result))
     }
+
+    /// One generated call with the caller's body sent verbatim.
+    async fn send(
+        &self,
+        def: &'static ToolDef,
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<
+        (
+            Result<dispatch::Sent, dispatch::ArgError>,
+            hooks::CallRecord,
+        ),
+        McpError,
+    > {
+        let body = args
+            .get("body")
+            .map(|b| bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
+        let mut call_args = dispatch::Args::new(args.clone());
+        let (sent, record) = hooks::capture_with_body(
+            body,
+            dispatch::call_generated(&self.state.client, &def.name, &mut call_args),
+        )
+        .await;
+        let sent = sent.ok_or_else(|| {
+            McpError::internal_error(format!("tool `{}` has no generated call", def.name), None)
+        })?;
+        Ok((sent, record))
+    }
+
+    /// Asks again while requested contracts have no values yet, within `--snapshot-wait`.
+    async fn warm_up(
+        &self,
+        def: &'static ToolDef,
+        args: &serde_json::Map<String, serde_json::Value>,
+        sent: &mut Result<dispatch::Sent, dispatch::ArgError>,
+        record: &mut hooks::CallRecord,
+        notes: &mut Vec<String>,
+    ) -> Result<(), McpError> {
+        let fields = quotes::requested(args);
+        let asked = quotes::conids(args);
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(150);
+        loop {
+            let Some(reply) = record
+                .reply
+                .as_ref()
+                .filter(|r| (200..300).contains(&r.status))
+                .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            else {
+                return Ok(());
+            };
+            let cold = quotes::cold(&reply, &asked, &fields);
+            if let Some(session) = &self.state.session {
+                for c in asked.iter().filter(|c| !cold.contains(c)) {
+                    session.mark_warm(c);
+                }
+            }
+            if cold.is_empty() {
+                notes.extend(quotes::availability_notes(&reply));
+                return Ok(());
+            }
+            if started.elapsed() + pause > self.state.snapshot_wait {
+                notes.extend(quotes::availability_notes(&reply));
+                notes.push(format!(
+                    "No market values yet for conid {} after {:.1} s: the gateway is still starting \
+                     the market data subscription, or there is no market data permission for it. \
+                     Ask again in a few seconds.",
+                    cold.join(", "),
+                    started.elapsed().as_secs_f64()
+                ));
+                return Ok(());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            let (s, r) = self.send(def, args).await?;
+            let failed = !matches!(s, Ok(dispatch::Sent::Answered { .. }));
+            *sent = s;
+            *record = r;
+            if failed {
+                return Ok(());
+            }
+        }
+    }
+
+    fn session_error(&self, p: crate::ibkr::session::Problem) -> ToolError {
+        use crate::ibkr::session::Problem;
+        let login_url = self.state.results.login_url.clone();
+        match p {
+            Problem::GatewayDown(detail) => ToolError::Unreachable {
+                url: self.state.results.gateway_url.clone(),
+                detail,
+            },
+            Problem::LoggedOut => ToolError::NotAuthenticated {
+                login_url,
+                detail: Some("nobody is logged in to the gateway".into()),
+            },
+            Problem::NotAuthenticated(detail) => ToolError::NotAuthenticated {
+                login_url,
+                detail: Some(format!(
+                    "the gateway is logged in but the brokerage session could not be opened ({detail})"
+                )),
+            },
+            Problem::Competing => ToolError::Competing,
+        }
+    }
 }
+
+/// The session resource's URI.
+pub const SESSION_RESOURCE: &str = "ibkr://session";
+
+/// Operation that answers order questions.
+pub const REPLY_QUESTION: &str = "post_iserver_reply_reply_id";
+/// Operation of the quote tool.
+pub const SNAPSHOT: &str = "get_iserver_marketdata_snapshot";
+/// Operation that drops every market data subscription.
+pub const UNSUBSCRIBE_ALL: &str = "get_iserver_marketdata_unsubscribeall";
 
 /// The extra argument of place_orders when previews are required.
 pub const PREVIEW_TOKEN_ARG: &str = "previewToken";
@@ -395,12 +719,17 @@ impl Attempt {
 
 impl ServerHandler for IbkrServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(
-                Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
-                    .with_title("Interactive Brokers (IBKR Web API)"),
-            )
-            .with_instructions(self.state.instructions())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                .with_title("Interactive Brokers (IBKR Web API)"),
+        )
+        .with_instructions(self.state.instructions())
     }
 
     async fn list_tools(
@@ -417,12 +746,49 @@ impl ServerHandler for IbkrServer {
         self.state.inventory.get_mcp(name)
     }
 
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(ListResourcesResult::with_all_items(vec![
+            Resource::new(SESSION_RESOURCE, "session")
+                .with_title("IBKR gateway session")
+                .with_description(
+                    "The gateway session as this server sees it: state, what it means, what to do.",
+                )
+                .with_mime_type("application/json"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        if request.uri != SESSION_RESOURCE {
+            return Err(McpError::resource_not_found(
+                format!(
+                    "unknown resource `{}`; this server has {SESSION_RESOURCE}",
+                    request.uri
+                ),
+                None,
+            ));
+        }
+        let text = serde_json::to_string_pretty(&self.session_json().await).unwrap_or_default();
+        Ok(ReadResourceResult::new(vec![
+            ResourceContents::text(text, SESSION_RESOURCE).with_mime_type("application/json"),
+        ])
+        .into())
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        self.call(&request.name, request.arguments)
+        let human = orders::Human::new(Some(context.peer.clone()));
+        self.call_with(&request.name, request.arguments, &human)
             .await
             .map(Into::into)
     }

@@ -16,8 +16,22 @@ use crate::mcp::{IbkrServer, ServerState, results};
 pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
     cfg.validate().map_err(anyhow::Error::msg)?;
     let accept_invalid_certs = cfg.gateway_insecure_tls || cfg.gateway_is_loopback();
+    let mut hooks = Hooks::new().with_retry(crate::ibkr::hooks::Retry {
+        operations: catalog::all()
+            .iter()
+            .filter(|t| t.read_only && t.idempotent && !t.operation_id.is_empty())
+            .map(|t| t.operation_id.clone())
+            .collect(),
+        retries: cfg.read_retries,
+        backoff: std::time::Duration::from_millis(250),
+    });
+    if cfg.pacing {
+        hooks = hooks.with_gate(Arc::new(crate::ibkr::pacing::Pacer::new(
+            std::time::Duration::from_secs(cfg.pacing_max_wait),
+        )));
+    }
     let client = build_client(&ClientOptions {
-        hooks: Hooks::new(),
+        hooks,
         base_url: cfg.gateway_url.clone(),
         accept_invalid_certs,
         timeout: cfg.timeout(),
@@ -52,7 +66,27 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
         require_preview: cfg.require_preview,
         preview_ttl: std::time::Duration::from_secs(cfg.preview_ttl),
     });
+    let session = cfg.session_keepalive.then(|| {
+        crate::ibkr::session::SessionManager::new(
+            client.clone(),
+            crate::ibkr::session::SessionConfig {
+                tickle_interval: std::time::Duration::from_secs(cfg.tickle_interval.max(1)),
+                suppress_question_ids: cfg.suppress_question_ids.clone(),
+                take_over_competing: cfg.take_over_competing,
+                login_url: cfg.login_url(),
+                gateway_url: cfg.gateway_url.clone(),
+            },
+        )
+    });
     Ok(ServerState {
+        session,
+        orders: crate::mcp::orders::OrderSettings {
+            auto_confirm: cfg.auto_confirm_question_ids.clone(),
+            max_rounds: cfg.max_question_rounds.max(1),
+        },
+        snapshot_wait: std::time::Duration::from_secs(cfg.snapshot_wait),
+        pending: crate::mcp::orders::PendingQuestions::default(),
+        confirm_live_orders: cfg.confirm_live_orders,
         demo: cfg.demo,
         policy,
         audit: crate::audit::AuditLog::new(cfg.audit_path()),
@@ -125,6 +159,11 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
         (cfg, None)
     };
     let state = Arc::new(build_state(&cfg)?);
+    let background = CancellationToken::new();
+    let _stop_background = background.clone().drop_guard();
+    if let Some(session) = &state.session {
+        session.spawn(background.clone());
+    }
     tracing::info!(
         transport = ?cfg.transport,
         gateway = %cfg.gateway_url,

@@ -25,11 +25,12 @@ async fn snapshot_sends_conids_and_fields_as_query_and_wraps_the_array() {
             when.method(GET)
                 .path("/v1/api/iserver/marketdata/snapshot")
                 .query_param("conids", "265598,8314")
-                .query_param("fields", "31,84")
+                // The server adds 6509 (availability) to say whether data is live or delayed.
+                .query_param("fields", "31,84,6509")
                 .header_missing("api-version");
             then.status(200).json_body(json!([
-                {"conid": 265598, "conidEx": "265598", "_updated": 1700000000000i64, "31": "189.10", "84": "189.05"},
-                {"conid": 8314, "conidEx": "8314", "_updated": 1700000000000i64}
+                {"conid": 265598, "conidEx": "265598", "_updated": 1700000000000i64, "31": "189.10", "84": "189.05", "6509": "RpB"},
+                {"conid": 8314, "conidEx": "8314", "_updated": 1700000000000i64, "31": "C140.02", "6509": "DPB"}
             ]));
         })
         .await;
@@ -43,9 +44,14 @@ async fn snapshot_sends_conids_and_fields_as_query_and_wraps_the_array() {
         .unwrap();
     m.assert_async().await;
     assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
-    let sc = r.structured_content.unwrap();
+    let sc = r.structured_content.clone().unwrap();
     assert_eq!(sc["items"][0]["31"], "189.10");
     assert_eq!(sc["items"][1]["conid"], 8314);
+    assert!(
+        text_of(&r).contains("conid 8314: market data is delayed"),
+        "{}",
+        text_of(&r)
+    );
 }
 
 #[tokio::test]

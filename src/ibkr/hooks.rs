@@ -66,17 +66,44 @@ pub trait Gate: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
     gate: Option<Arc<dyn Gate>>,
+    retry: Option<Arc<Retry>>,
+}
+
+/// Which operations may be retried, and how.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// operationIds that only read and can be repeated safely. Nothing that places, changes
+    /// or cancels an order, or answers an order question, may ever be in this set.
+    pub operations: std::collections::HashSet<String>,
+    /// Attempts after the first.
+    pub retries: u32,
+    /// Pause before the first retry; each next one waits three times longer.
+    pub backoff: Duration,
 }
 
 impl Hooks {
-    /// Hooks that admit every request.
+    /// Hooks that admit every request and never retry.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Hooks that ask `gate` before each request.
-    pub fn with_gate(gate: Arc<dyn Gate>) -> Self {
-        Self { gate: Some(gate) }
+    /// Asks `gate` before each request (pacing).
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Retries the operations of `retry` on connection errors and 5xx answers.
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = Some(Arc::new(retry));
+        self
+    }
+
+    fn retries_for(&self, operation_id: &str) -> u32 {
+        self.retry
+            .as_ref()
+            .filter(|r| r.operations.contains(operation_id))
+            .map_or(0, |r| r.retries)
     }
 }
 
@@ -218,17 +245,48 @@ impl ClientHooks<Hooks> for Client {
         {
             tracing::trace!(parent: &span, body = %excerpt(body), "request body");
         }
-        record(|r| r.sent += 1);
-        let result = async {
-            let response = self.client().execute(request).await?;
-            let status = response.status();
-            let version = response.version();
-            let headers = response.headers().clone();
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, version, headers, body))
-        }
-        .instrument(span.clone())
-        .await;
+        let retries = self.inner().retries_for(operation_id);
+        let mut request = request;
+        let mut attempt = 0u32;
+        let result = loop {
+            let spare = if attempt < retries {
+                request.try_clone()
+            } else {
+                None
+            };
+            record(|r| r.sent += 1);
+            let result = async {
+                let response = self.client().execute(request).await?;
+                let status = response.status();
+                let version = response.version();
+                let headers = response.headers().clone();
+                let body = response.bytes().await?;
+                Ok::<_, reqwest::Error>((status, version, headers, body))
+            }
+            .instrument(span.clone())
+            .await;
+            let transient = match &result {
+                Ok((status, ..)) => status.is_server_error(),
+                Err(e) => !e.is_timeout(),
+            };
+            let Some(next) = spare.filter(|_| transient) else {
+                break result;
+            };
+            attempt += 1;
+            let pause = self
+                .inner()
+                .retry
+                .as_ref()
+                .map_or(Duration::ZERO, |r| r.backoff * 3u32.pow(attempt - 1));
+            tracing::info!(parent: &span, attempt, pause_ms = pause.as_millis() as u64, "transient failure of a read; retrying");
+            tokio::time::sleep(pause).await;
+            if let Some(gate) = &self.inner().gate
+                && gate.admit(operation_id).await.is_err()
+            {
+                break result;
+            }
+            request = next;
+        };
         let elapsed = started.elapsed();
         span.record("duration_ms", elapsed.as_millis() as u64);
         let (status, version, headers, body) = match result {

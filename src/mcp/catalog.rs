@@ -88,15 +88,57 @@ pub const TOOLSETS: &[Toolset] = &[
     },
 ];
 
-/// Every tool this build offers, in allowlist order.
+/// Every tool this build offers: the allowlist's, in its order, then the server's own
+/// ([`server_tools`]).
 pub fn all() -> &'static [ToolDef] {
     static TABLE: LazyLock<Vec<ToolDef>> = LazyLock::new(|| {
         let table: crate::spec::toolgen::ToolTable =
             serde_json::from_str(include_str!(concat!(env!("OUT_DIR"), "/tools.json")))
                 .expect("build.rs writes a valid tools.json");
-        table.tools
+        let mut tools = table.tools;
+        tools.extend(server_tools());
+        tools
     });
     &TABLE
+}
+
+/// The name of the session status tool.
+pub const SESSION_STATUS_TOOL: &str = "get_session_status";
+
+/// Tools the server answers itself, without a gateway operation (their `operation_id` is empty).
+pub fn server_tools() -> Vec<ToolDef> {
+    vec![ToolDef {
+        name: SESSION_STATUS_TOOL.into(),
+        operation_id: String::new(),
+        method: String::new(),
+        path: String::new(),
+        toolset: "session".into(),
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        open_world: false,
+        description: "Returns this server's view of the gateway session without calling IBKR: \
+                      state (ready, not_authenticated, competing, logged_out, gateway_down), what \
+                      it means and what to do, the login page, accounts loaded, suppressed \
+                      question ids and recent transitions. Call it when tools report session \
+                      problems."
+            .into(),
+        input_schema: serde_json::json!({
+            "$schema": crate::spec::tool_schema::DIALECT,
+            "type": "object",
+            "properties": {},
+            "additionalProperties": false
+        }),
+        output_schema: Some(serde_json::json!({ "type": "object" })),
+        args: Vec::new(),
+        rust_method: String::new(),
+        response_type: String::new(),
+    }]
+}
+
+/// Whether the server answers `def` itself.
+pub fn is_server_tool(def: &ToolDef) -> bool {
+    def.operation_id.is_empty()
 }
 
 /// Allowlisted tools the document this binary was built from cannot provide.
@@ -316,13 +358,16 @@ pub fn markdown_table(tools: &[ToolDef]) -> String {
     for set in TOOLSETS {
         for t in tools.iter().filter(|t| t.toolset == set.id) {
             s.push_str(&format!(
-                "| {}{} | `{}` | {} | `{} {}` | {} |\n",
+                "| {}{} | `{}` | {} | {} | {} |\n",
                 set.id,
                 if set.default { " (default)" } else { "" },
                 t.name,
                 access(t),
-                t.method,
-                t.path,
+                if is_server_tool(t) {
+                    "(answered by this server)".to_string()
+                } else {
+                    format!("`{} {}`", t.method, t.path)
+                },
                 t.description.replace('|', "\\|")
             ));
         }

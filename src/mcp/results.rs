@@ -141,6 +141,32 @@ fn classify(
     Ok((value, notes))
 }
 
+/// The result for a JSON answer the server obtained itself (after a question chain, say):
+/// IBKR's `{"error": ...}` is a rejection, anything else is returned as sent.
+pub fn from_value(
+    def: &ToolDef,
+    status: u16,
+    value: Value,
+    notes: Vec<String>,
+    cap: usize,
+) -> CallToolResult {
+    if let Some(Value::String(msg)) = value.get("error")
+        && !msg.trim().is_empty()
+    {
+        let mut r = failure(&ToolError::Rejected {
+            status,
+            message: msg.clone(),
+        });
+        r.content.extend(
+            notes
+                .into_iter()
+                .map(|n| ContentBlock::text(format!("Note: {n}"))),
+        );
+        return r;
+    }
+    success(def, value, notes, cap)
+}
+
 fn transport_error(err: &reqwest::Error, write: bool, ctx: &Context) -> ToolError {
     let detail = root_cause(err);
     if err.is_timeout() {

@@ -94,6 +94,11 @@ pub fn server_state(
     if !extra.contains(&"--audit-log") {
         argv.extend(["--audit-log", default_audit.as_str()]);
     }
+    // Against a mock gateway nothing manages a session; tests against the simulator turn the
+    // session manager on explicitly.
+    if !extra.contains(&"--session-keepalive") {
+        argv.extend(["--session-keepalive", "false"]);
+    }
     let cli = ibkr_mcp::cli::Cli::try_parse_from(argv).expect("serve flags parse");
     let ibkr_mcp::cli::Command::Serve(cfg) = cli.command else {
         unreachable!("serve")
@@ -145,4 +150,74 @@ pub fn golden(name: &str, actual: &str) {
         "{} differs (EXPECTORATE=overwrite to accept)",
         path.display()
     );
+}
+
+/// A simulator and an MCP server (with its session manager running) pointed at it.
+pub struct SimServer {
+    /// The simulator.
+    pub sim: ibkr_sim::SimHandle,
+    /// The handler.
+    pub server: ibkr_mcp::mcp::IbkrServer,
+    /// Shared state (session manager, policy).
+    pub state: std::sync::Arc<ibkr_mcp::mcp::ServerState>,
+    /// Stops the session manager when dropped.
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl SimServer {
+    /// The session manager.
+    pub fn session(&self) -> &ibkr_mcp::ibkr::session::SessionManager {
+        self.state.session.as_ref().expect("session manager on")
+    }
+
+    /// Waits (polling, up to `limit`) until the session state is `want`.
+    pub async fn wait_for(&self, want: ibkr_mcp::ibkr::session::State, limit: std::time::Duration) {
+        let start = std::time::Instant::now();
+        while self.session().state() != want {
+            assert!(
+                start.elapsed() < limit,
+                "session did not reach {want:?} within {limit:?}: {:#?}",
+                self.session().status()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Simulator requests seen for `METHOD /template` (as the simulator's counters name them).
+    pub fn hits(&self, endpoint: &str) -> u64 {
+        self.sim
+            .control()
+            .counters()
+            .per_endpoint
+            .get(endpoint)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Starts `config` as a simulator (HTTPS, self-signed, like the real gateway) and a server with
+/// the session manager running and `extra` flags.
+pub async fn sim_server(config: ibkr_sim::SimConfig, extra: &[&str]) -> SimServer {
+    let sim = ibkr_sim::start(
+        config,
+        "127.0.0.1:0".parse().unwrap(),
+        ibkr_sim::Tls::SelfSigned,
+    )
+    .await
+    .expect("simulator starts");
+    let mut flags = vec!["--session-keepalive", "true"];
+    flags.extend_from_slice(extra);
+    let state = server_state(&sim.base_url(), &flags);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    state
+        .session
+        .as_ref()
+        .expect("session manager on")
+        .spawn(cancel.clone());
+    SimServer {
+        server: ibkr_mcp::mcp::IbkrServer::new(state.clone()),
+        state,
+        sim,
+        _stop: cancel.drop_guard(),
+    }
 }

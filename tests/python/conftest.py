@@ -82,7 +82,9 @@ def start_server(tmp_path):
         log_path = tmp_path / f"server-{port}.log"
         args = [str(BIN), "serve", "--listen", f"127.0.0.1:{port}", *flags]
         full_env = {**os.environ, "IBKR_MCP_LOG": "ibkr_mcp=debug,rmcp=warn",
-                    "IBKR_MCP_AUDIT_LOG": str(tmp_path / "audit.jsonl"), **(env or {})}
+                    "IBKR_MCP_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+                    # Mock gateways manage no session; simulator tests turn this back on.
+                    "IBKR_MCP_SESSION_KEEPALIVE": "false", **(env or {})}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
         server = Server(proc, port, log_path, args)

@@ -29,7 +29,7 @@ def inspector(*args: str) -> subprocess.CompletedProcess:
 def test_inspector_lists_all_tools_strictly_clean_and_calls_one(start_server, gateway):
     httpserver, base = gateway
     httpserver.expect_request("/v1/api/iserver/marketdata/snapshot", method="GET",
-                              query_string={"conids": "265598", "fields": "31"}).respond_with_json(
+                              query_string={"conids": "265598", "fields": "31,6509"}).respond_with_json(
         [{"conid": 265598, "conidEx": "265598", "31": "189.10"}]
     )
     server = start_server("--gateway-url", base, "--toolsets", "all", "--allow-trading")
@@ -37,7 +37,9 @@ def test_inspector_lists_all_tools_strictly_clean_and_calls_one(start_server, ga
     listed = inspector(server.url, "--method", "tools/list")
     assert listed.returncode == 0, listed.stderr
     tools = json.loads(listed.stdout)["tools"]
-    assert len(tools) == 95
+    # 95 generated from IBKR's operations, plus get_session_status answered by the server.
+    assert len(tools) == 96
+    assert sum(1 for t in tools if t["name"] != "get_session_status") == 95
 
     strict = inspector(server.url, "--method", "tools/list", "--strict")
     assert strict.returncode == 0, strict.stderr

@@ -62,7 +62,7 @@ def test_initialize_over_http_lists_the_default_tools_and_explains_the_workflow(
         assert t.annotations.read_only_hint is True
 
 
-def test_all_toolsets_with_trading_list_95_tools_with_annotations(start_server, gateway):
+def test_all_toolsets_with_trading_list_95_ibkr_tools_with_annotations(start_server, gateway):
     _, base = gateway
     server = start_server("--gateway-url", base, *ALL)
 
@@ -70,8 +70,10 @@ def test_all_toolsets_with_trading_list_95_tools_with_annotations(start_server, 
         return await session.list_tools()
 
     _, tools = run(with_session, server.url, go)
-    assert len(tools.tools) == 95
     by_name = {t.name: t for t in tools.tools}
+    # Every trading operation of the pinned document, plus the server's own session tool.
+    assert len(tools.tools) == 96 and "get_session_status" in by_name
+    assert len([t for t in catalog() if t["operation_id"]]) == 95
     # POSTs that only read are read-only; a cancel is destructive.
     assert by_name["get_order_preview"].annotations.read_only_hint is True
     assert by_name["get_contract_rules"].annotations.read_only_hint is True
@@ -96,7 +98,7 @@ CALLS = [
     ("get_contract_info", {"conid": 265598},
      ("GET", "/iserver/contract/265598/info", None, None), {"con_id": 265598, "symbol": "AAPL"}),
     ("get_market_data_snapshot", {"conids": "265598", "fields": "31,84,86"},
-     ("GET", "/iserver/marketdata/snapshot", {"conids": "265598", "fields": "31,84,86"}, None),
+     ("GET", "/iserver/marketdata/snapshot", {"conids": "265598", "fields": "31,84,86,6509"}, None),
      [{"conid": 265598, "31": "189.10"}]),
     ("get_market_data_history", {"conid": "265598", "period": "1w", "bar": "1d", "outsideRth": False},
      ("GET", "/iserver/marketdata/history",
@@ -222,7 +224,7 @@ def test_stdio_transport_serves_the_same_tools(gateway):
     params = StdioServerParameters(
         command=str(BIN),
         args=["serve", "--transport", "stdio", "--gateway-url", base],
-        env={"IBKR_MCP_LOG": "ibkr_mcp=info"},
+        env={"IBKR_MCP_LOG": "ibkr_mcp=info", "IBKR_MCP_SESSION_KEEPALIVE": "false"},
     )
 
     async def go():

@@ -1,0 +1,447 @@
+//! IBKR's order questions, answered safely.
+//!
+//! Placing or modifying an order may be answered with a question (a warning IBKR wants
+//! confirmed) instead of the order: `[{"id": <reply id>, "message": [...], "messageIds": [...]}]`.
+//! The order exists only once every question in the chain is confirmed with
+//! `POST /iserver/reply/{id}`. This module runs that chain, bounded to a number of rounds:
+//! - a question whose message ids are all in the auto-confirm policy is confirmed here;
+//! - any other question goes to the human through MCP elicitation when the client supports
+//!   it, and otherwise back to the model as an `isError` result carrying the question's text
+//!   and reply id; only an explicit `reply_order_question` call for that id confirms it;
+//! - reply ids are bound to the order they belong to: `reply_order_question` accepts only ids
+//!   this server handed out for an order it sent, once;
+//! - the order itself is never re-sent, and no reply is ever retried.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rmcp::RoleServer;
+use rmcp::service::Peer;
+use serde_json::{Value, json};
+
+use crate::ibkr::{Client, hooks};
+
+/// How questions are answered.
+#[derive(Debug, Clone, Default)]
+pub struct OrderSettings {
+    /// Message ids confirmed without asking.
+    pub auto_confirm: Vec<String>,
+    /// Most rounds per order.
+    pub max_rounds: u32,
+}
+
+/// A question waiting for an explicit confirmation.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// What the order was, in words.
+    pub order: String,
+    /// The question's message ids.
+    pub message_ids: Vec<String>,
+    /// Rounds already used for this order.
+    pub rounds: u32,
+    /// When it was asked.
+    pub asked: Instant,
+}
+
+/// Questions handed to the model, by reply id; shared by all sessions.
+#[derive(Debug, Default)]
+pub struct PendingQuestions(Mutex<HashMap<String, Pending>>);
+
+/// Reply ids expire after this long (IBKR's own expire within minutes).
+const PENDING_TTL: Duration = Duration::from_secs(15 * 60);
+
+impl PendingQuestions {
+    fn insert(&self, id: String, p: Pending) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, v| v.asked.elapsed() < PENDING_TTL);
+        m.insert(id, p);
+    }
+
+    /// Takes the pending question `id` (single use).
+    pub fn take(&self, id: &str) -> Option<Pending> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(id).filter(|p| p.asked.elapsed() < PENDING_TTL)
+    }
+
+    /// Number of questions waiting.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One question from IBKR.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Question {
+    /// Reply id.
+    pub id: String,
+    /// Text (lines joined).
+    pub text: String,
+    /// Message ids.
+    pub message_ids: Vec<String>,
+}
+
+/// The question in a placement/modify/reply answer, if it is one.
+pub fn question_in(reply: &Value) -> Option<Question> {
+    let first = match reply {
+        Value::Array(a) => a.first()?,
+        Value::Object(_) => reply,
+        _ => return None,
+    };
+    let m = first.as_object()?;
+    if m.contains_key("order_id") || m.contains_key("orderId") {
+        return None;
+    }
+    let id = match m.get("id")? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let text = match m.get("message")? {
+        Value::Array(lines) => lines
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::String(s) => s.clone(),
+        _ => return None,
+    };
+    let message_ids = m
+        .get("messageIds")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Question {
+        id,
+        text,
+        message_ids,
+    })
+}
+
+/// The orders of a call, in words: `BUY 10 conid 265598 LMT 150.25 on DU****567`.
+pub fn describe(args: &serde_json::Map<String, Value>) -> String {
+    let account = args
+        .get("accountId")
+        .and_then(Value::as_str)
+        .map(crate::audit::mask_account)
+        .unwrap_or_default();
+    let orders: Vec<String> = crate::policy::orders_in(args)
+        .iter()
+        .map(|o| {
+            let s = |k: &str| {
+                o.get(k)
+                    .map(|v| match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .unwrap_or_default()
+            };
+            let mut d = format!(
+                "{} {} conid {} {}",
+                s("side"),
+                s("quantity"),
+                s("conid"),
+                s("orderType")
+            );
+            if o.contains_key("price") {
+                d.push_str(&format!(" {}", s("price")));
+            }
+            d
+        })
+        .collect();
+    format!("{} on {account}", orders.join(", "))
+}
+
+/// The human at the client, reachable through elicitation in sessions that support it.
+#[derive(Debug, Clone, Default)]
+pub struct Human {
+    peer: Option<Peer<RoleServer>>,
+}
+
+/// What the human said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Confirmed.
+    Yes,
+    /// Declined or cancelled.
+    No,
+    /// The client cannot ask (no elicitation support), or did not answer.
+    Unavailable,
+}
+
+impl Human {
+    /// A human reachable through `peer`, if its client declared elicitation.
+    pub fn new(peer: Option<Peer<RoleServer>>) -> Self {
+        Self { peer }
+    }
+
+    /// Whether the client can ask.
+    pub fn can_ask(&self) -> bool {
+        self.peer.as_ref().is_some_and(|p| {
+            !p.supported_elicitation_modes().is_empty()
+                && p.peer_info().is_some_and(|i| {
+                    i.protocol_version < rmcp::model::ProtocolVersion::V_2026_07_28
+                })
+        })
+    }
+
+    /// Asks the human to confirm `message`.
+    pub async fn confirm(&self, message: &str) -> Answer {
+        if !self.can_ask() {
+            return Answer::Unavailable;
+        }
+        let Some(peer) = &self.peer else {
+            return Answer::Unavailable;
+        };
+        let params: rmcp::model::ElicitRequestParams = match serde_json::from_value(json!({
+            "mode": "form",
+            "message": message,
+            "requestedSchema": {
+                "type": "object",
+                "properties": {
+                    "confirm": {
+                        "type": "boolean",
+                        "title": "Confirm",
+                        "description": "Yes to go ahead, no to stop."
+                    }
+                },
+                "required": ["confirm"]
+            }
+        })) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the elicitation request");
+                return Answer::Unavailable;
+            }
+        };
+        match peer
+            .create_elicitation_with_timeout(params, Some(Duration::from_secs(300)))
+            .await
+        {
+            Ok(r) => match r.action {
+                rmcp::model::ElicitationAction::Accept => {
+                    if r.content.as_ref().and_then(|c| c.get("confirm")) == Some(&Value::Bool(true))
+                    {
+                        Answer::Yes
+                    } else {
+                        Answer::No
+                    }
+                }
+                _ => Answer::No,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "elicitation failed; falling back to an explicit confirm");
+                Answer::Unavailable
+            }
+        }
+    }
+}
+
+/// How a question chain ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The final answer (an order confirmation, or a rejection) as the gateway sent it.
+    Done {
+        /// The gateway's JSON.
+        reply: Value,
+        /// Questions answered on the way, for the result and the audit log.
+        answered: Vec<Value>,
+    },
+    /// A question waits for an explicit `reply_order_question` call.
+    Waiting {
+        /// The question.
+        question: Question,
+        /// Questions answered before it.
+        answered: Vec<Value>,
+    },
+    /// The human declined; the order was abandoned.
+    Declined {
+        /// The question declined.
+        question: Question,
+        /// Questions answered before it.
+        answered: Vec<Value>,
+    },
+    /// The chain failed (transport error, non-2xx answer, too many rounds).
+    Failed {
+        /// What happened.
+        message: String,
+        /// Questions answered before it.
+        answered: Vec<Value>,
+    },
+}
+
+/// Answers one question with `confirmed`; returns the gateway's next answer.
+async fn reply(client: &Client, id: &str, confirmed: bool) -> Result<Value, String> {
+    let body: crate::ibkr::types::PostIserverReplyReplyIdBody =
+        serde_json::from_value(json!({ "confirmed": confirmed }))
+            .map_err(|e| format!("reply body does not fit the generated type: {e}"))?;
+    let (result, record) = hooks::capture(
+        client
+            .post_iserver_reply_reply_id()
+            .reply_id(id.to_string())
+            .body(body)
+            .send(),
+    )
+    .await;
+    let Some(r) = record.reply else {
+        return Err(format!(
+            "the reply to question {id} got no answer ({}); it was NOT retried — check \
+             list_orders before doing anything else",
+            result.err().map(|e| e.to_string()).unwrap_or_default()
+        ));
+    };
+    if !(200..300).contains(&r.status) {
+        return Err(format!(
+            "the reply to question {id} was answered HTTP {}: {}",
+            r.status,
+            crate::error::ibkr_message(&r.body)
+        ));
+    }
+    serde_json::from_slice(&r.body)
+        .map_err(|e| format!("the answer to question {id} is not JSON: {e}"))
+}
+
+/// Runs the question chain that starts with `first` (the answer to a placement, modification
+/// or reply) for the order described by `order`.
+pub async fn run_chain(
+    client: &Client,
+    settings: &OrderSettings,
+    pending: &PendingQuestions,
+    human: &Human,
+    order: &str,
+    first: Value,
+    rounds_used: u32,
+) -> Outcome {
+    let mut answer = first;
+    let mut answered = Vec::new();
+    let mut rounds = rounds_used;
+    loop {
+        let Some(q) = question_in(&answer) else {
+            return Outcome::Done {
+                reply: answer,
+                answered,
+            };
+        };
+        if rounds >= settings.max_rounds {
+            pending.insert(
+                q.id.clone(),
+                Pending {
+                    order: order.to_string(),
+                    message_ids: q.message_ids.clone(),
+                    rounds,
+                    asked: Instant::now(),
+                },
+            );
+            return Outcome::Failed {
+                message: format!(
+                    "IBKR asked {rounds} questions about this order, the most this server answers \
+                     by itself (--max-question-rounds). The last one (reply id {}) is still open: \
+                     {}",
+                    q.id, q.text
+                ),
+                answered,
+            };
+        }
+        rounds += 1;
+        let auto = !q.message_ids.is_empty()
+            && q.message_ids
+                .iter()
+                .all(|id| settings.auto_confirm.contains(id));
+        let confirmed = if auto {
+            tracing::info!(reply_id = %q.id, ids = ?q.message_ids, "auto-confirming an order question");
+            answered.push(json!({"reply_id": q.id, "message_ids": q.message_ids, "text": q.text, "answer": "confirmed by policy"}));
+            true
+        } else {
+            match human
+                .confirm(&format!(
+                    "IBKR asks about the order {order}:\n\n{}\n\nConfirm to submit it.",
+                    q.text
+                ))
+                .await
+            {
+                Answer::Yes => {
+                    answered.push(json!({"reply_id": q.id, "message_ids": q.message_ids, "text": q.text, "answer": "confirmed by the user"}));
+                    true
+                }
+                Answer::No => {
+                    // Tell IBKR the answer is no, so the order is dropped; never retried.
+                    let _ = reply(client, &q.id, false).await;
+                    return Outcome::Declined {
+                        question: q,
+                        answered,
+                    };
+                }
+                Answer::Unavailable => {
+                    pending.insert(
+                        q.id.clone(),
+                        Pending {
+                            order: order.to_string(),
+                            message_ids: q.message_ids.clone(),
+                            rounds,
+                            asked: Instant::now(),
+                        },
+                    );
+                    return Outcome::Waiting {
+                        question: q,
+                        answered,
+                    };
+                }
+            }
+        };
+        answer = match reply(client, &q.id, confirmed).await {
+            Ok(a) => a,
+            Err(message) => return Outcome::Failed { message, answered },
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn questions_are_told_apart_from_confirmations() {
+        let q = json!([{"id": "abc", "message": ["line 1", "line 2"], "isSuppressed": false, "messageIds": ["o163"]}]);
+        assert_eq!(
+            question_in(&q),
+            Some(Question {
+                id: "abc".into(),
+                text: "line 1\nline 2".into(),
+                message_ids: vec!["o163".into()]
+            })
+        );
+        assert_eq!(
+            question_in(&json!([{"order_id": "1", "order_status": "Submitted"}])),
+            None
+        );
+        assert_eq!(question_in(&json!({"error": "no"})), None);
+        assert_eq!(question_in(&json!([])), None);
+    }
+
+    #[test]
+    fn pending_questions_are_single_use() {
+        let p = PendingQuestions::default();
+        p.insert(
+            "r1".into(),
+            Pending {
+                order: "o".into(),
+                message_ids: vec![],
+                rounds: 1,
+                asked: Instant::now(),
+            },
+        );
+        assert!(p.take("r1").is_some());
+        assert!(p.take("r1").is_none());
+        assert!(p.take("never").is_none());
+    }
+}
