@@ -101,3 +101,64 @@ def start_server(tmp_path):
 def gateway(httpserver):
     """A mock Client Portal Gateway (pytest-httpserver) and its `/v1/api` base URL."""
     return httpserver, httpserver.url_for("/v1/api")
+
+
+@dataclass
+class Sim:
+    """A running `ibkr-mcp sim` (HTTPS with a self-signed certificate, like the real gateway)."""
+
+    proc: subprocess.Popen
+    port: int
+    log_path: Path
+
+    @property
+    def gateway_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/v1/api"
+
+    def control(self, method: str, path: str, body: dict | None = None):
+        """Calls the simulator's control API (`/sim/...`) and returns the decoded JSON."""
+        import json as _json
+        import ssl
+
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        data = None if body is None else _json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"https://127.0.0.1:{self.port}/sim{path}", data=data, method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            text = r.read().decode()
+            return _json.loads(text) if text.strip() else None
+
+    def state(self) -> dict:
+        return self.control("GET", "/state")
+
+
+@pytest.fixture
+def sim(tmp_path):
+    """`ibkr-mcp sim` on a free port with a fixed seed; stopped at the end of the test."""
+    port = free_port()
+    log_path = tmp_path / f"sim-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(BIN), "sim", "--listen", f"127.0.0.1:{port}", "--seed", "7"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    s = Sim(proc, port, log_path)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            s.state()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"simulator did not start:\n{log_path.read_text()}")
+            time.sleep(0.1)
+    yield s
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
