@@ -1,16 +1,37 @@
 //! Logging: `tracing` to standard error (standard output belongs to the stdio transport), text
 //! or JSON lines, filtered by `IBKR_MCP_LOG`.
+//!
+//! Libraries that would print whole messages at `debug`/`trace` (rmcp logs every JSON-RPC
+//! message with its tool results; hyper, reqwest and rustls log connection details) are capped
+//! at `info` whatever the filter says, so account data and tokens never reach the logs. Our own
+//! logs mask account ids and never print headers.
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Crates whose debug output carries message bodies or connection secrets.
+const CAPPED: &[&str] = &[
+    "rmcp",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "rustls",
+    "h2",
+    "tower_http",
+];
+
 /// Installs the global subscriber. Calling it again (tests) is harmless.
 pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
+    let mut filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!("IBKR_MCP_LOG `{filter}` is not a valid filter ({e}); using `info`");
         EnvFilter::new("info")
     });
+    for noisy in CAPPED {
+        if let Ok(d) = format!("{noisy}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -168,7 +168,17 @@ fn record(f: impl FnOnce(&mut CallRecord)) {
 /// Bodies in TRACE logs are cut to this many bytes.
 const LOGGED_BODY_BYTES: usize = 1024;
 
+/// A body for TRACE logs: account ids masked when it is JSON, cut to [`LOGGED_BODY_BYTES`].
 fn excerpt(body: &[u8]) -> String {
+    if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(body) {
+        crate::audit::mask_accounts(&mut v);
+        let text = v.to_string();
+        return excerpt_raw(text.as_bytes());
+    }
+    excerpt_raw(body)
+}
+
+fn excerpt_raw(body: &[u8]) -> String {
     let cut = body.len().min(LOGGED_BODY_BYTES);
     let mut s = String::from_utf8_lossy(&body[..cut]).into_owned();
     if cut < body.len() {
@@ -347,6 +357,10 @@ mod tests {
     fn excerpt_cuts_long_bodies() {
         let long = vec![b'a'; 5000];
         let e = excerpt(&long);
+        assert_eq!(
+            excerpt(br#"{"acctId":"DU1234567"}"#),
+            r#"{"acctId":"DU****567"}"#
+        );
         assert_eq!(e.chars().count(), LOGGED_BODY_BYTES + 1);
         assert!(e.ends_with('…'));
         assert_eq!(excerpt(b"{}"), "{}");
