@@ -128,6 +128,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::telemetry::init(&cfg.log, cfg.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                // Typed deserialization of IBKR's deeply nested replies is stack-hungry.
+                .thread_stack_size(8 * 1024 * 1024)
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(crate::server::run(*cfg))?;

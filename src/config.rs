@@ -373,6 +373,47 @@ impl ServeConfig {
     }
 }
 
+/// The README's configuration table (Markdown): every `serve` flag with its variable, default
+/// and help text, as clap knows them.
+pub fn markdown_table() -> String {
+    use clap::CommandFactory as _;
+    #[derive(clap::Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+    let cmd = Wrapper::command();
+    let mut s =
+        String::from("| flag | environment variable | default | meaning |\n|---|---|---|---|\n");
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if long == "help" {
+            continue;
+        }
+        let env = arg
+            .get_env()
+            .map(|e| format!("`{}`", e.to_string_lossy()))
+            .unwrap_or_default();
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect();
+        let default = if defaults.is_empty() {
+            "—".to_string()
+        } else {
+            format!("`{}`", defaults.join(","))
+        };
+        let help = arg
+            .get_long_help()
+            .or_else(|| arg.get_help())
+            .map(|h| h.to_string().replace('\n', " ").replace('|', "\\|"))
+            .unwrap_or_default();
+        s.push_str(&format!("| `--{long}` | {env} | {default} | {help} |\n"));
+    }
+    s
+}
+
 /// A secret setting: never printed (`Debug` shows `***`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

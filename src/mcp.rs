@@ -52,6 +52,8 @@ pub struct ServerState {
     pub snapshot_wait: std::time::Duration,
     /// Questions waiting for an explicit confirmation.
     pub pending: orders::PendingQuestions,
+    /// Calls waiting for a stateless client's human to answer.
+    pub continuations: orders::Continuations,
     /// Ask the human (elicitation) before live orders.
     pub confirm_live_orders: bool,
     /// Where write attempts are recorded.
@@ -157,20 +159,31 @@ impl IbkrServer {
         name: &str,
         arguments: Option<rmcp::model::JsonObject>,
     ) -> Result<rmcp::model::CallToolResult, McpError> {
-        self.call_with(name, arguments, &orders::Human::default())
-            .await
+        match self
+            .call_with(name, arguments, &orders::Human::default(), None)
+            .await?
+        {
+            CallToolResponse::Complete(r) => Ok(r),
+            _ => Err(McpError::internal_error(
+                "a call without a human to ask asked for input",
+                None,
+            )),
+        }
     }
 
     /// Runs one tool call to its result. Unknown tools are protocol errors; everything else,
     /// including gateway failures and policy refusals, is a tool result. Every attempt to use a
     /// tool that changes anything is recorded in the audit log before the result is returned.
     /// `human` is asked (elicitation) where a person must decide.
+    /// `resume` carries a stateless client's answer (`requestState`, `inputResponses`) to an
+    /// earlier `InputRequiredResult`.
     pub async fn call_with(
         &self,
         name: &str,
         arguments: Option<rmcp::model::JsonObject>,
         human: &orders::Human,
-    ) -> Result<rmcp::model::CallToolResult, McpError> {
+        resume: Option<(String, Option<rmcp::model::InputResponses>)>,
+    ) -> Result<CallToolResponse, McpError> {
         let state = &self.state;
         let started = std::time::Instant::now();
         let time = audit::now();
@@ -192,7 +205,7 @@ impl IbkrServer {
                             time,
                             started,
                             attempt,
-                            results::failure(&e),
+                            results::failure(&e).into(),
                         )
                         .await);
                 }
@@ -212,14 +225,24 @@ impl IbkrServer {
             }
         };
         if catalog::is_server_tool(def) {
-            return Ok(self.server_tool(def, arguments).await);
+            return Ok(self.server_tool(def, arguments).await.into());
         }
         let span = tracing::info_span!("tool", tool = %def.name, toolset = %def.toolset);
         let audit_args = arguments.clone();
-        let (attempt, result) = self
-            .run(def, arguments, human)
-            .instrument(span.clone())
-            .await?;
+        let (attempt, result) = match resume {
+            // Boxed: these futures are large (every tool's generated call), and deep typed
+            // deserialization needs the stack.
+            Some((handle, responses)) => {
+                Box::pin(self.resume(def, arguments, human, &handle, responses.as_ref()))
+                    .instrument(span.clone())
+                    .await?
+            }
+            None => {
+                Box::pin(self.run(def, arguments, human, false))
+                    .instrument(span.clone())
+                    .await?
+            }
+        };
         if def.read_only {
             return Ok(result);
         }
@@ -277,8 +300,8 @@ impl IbkrServer {
         time: String,
         started: std::time::Instant,
         attempt: Attempt,
-        mut result: rmcp::model::CallToolResult,
-    ) -> rmcp::model::CallToolResult {
+        mut result: CallToolResponse,
+    ) -> CallToolResponse {
         let mut masked = serde_json::Value::Object(arguments.clone().unwrap_or_default());
         audit::mask_accounts(&mut masked);
         let entry = audit::Entry {
@@ -293,9 +316,11 @@ impl IbkrServer {
         };
         if let Err(e) = self.state.audit.record(entry).await {
             tracing::error!(error = %e, tool = %def.name, "audit log write failed");
-            result.content.push(rmcp::model::ContentBlock::text(format!(
-                "Warning: this call could not be recorded in the audit log ({e})."
-            )));
+            if let CallToolResponse::Complete(r) = &mut result {
+                r.content.push(rmcp::model::ContentBlock::text(format!(
+                    "Warning: this call could not be recorded in the audit log ({e})."
+                )));
+            }
         }
         result
     }
@@ -307,9 +332,10 @@ impl IbkrServer {
         def: &'static ToolDef,
         arguments: Option<rmcp::model::JsonObject>,
         human: &orders::Human,
-    ) -> Result<(Attempt, rmcp::model::CallToolResult), McpError> {
+        live_confirmed: bool,
+    ) -> Result<(Attempt, CallToolResponse), McpError> {
         let state = &self.state;
-        let refused = |e: ToolError| Ok((Attempt::refused(&e), results::failure(&e)));
+        let refused = |e: ToolError| Ok((Attempt::refused(&e), results::failure(&e).into()));
         let op = def.operation_id.as_str();
         let mut arguments = arguments.unwrap_or_default();
         let preview_token = if op == policy::PLACE_ORDERS && state.policy.limits().require_preview {
@@ -382,6 +408,7 @@ impl IbkrServer {
                 }
             }
             if is_order
+                && !live_confirmed
                 && state.confirm_live_orders
                 && policy::accounts_in(&args)
                     .iter()
@@ -389,17 +416,31 @@ impl IbkrServer {
                 && human.can_ask()
             {
                 let what = orders::describe(&args);
-                if human
-                    .confirm(&format!(
-                        "Send this order to a LIVE (real-money) account?\n\n{what}"
-                    ))
-                    .await
-                    != orders::Answer::Yes
-                {
-                    return refused(ToolError::PolicyRefused {
-                        rule: "human",
-                        message: format!("the user did not confirm the live order {what}"),
-                    });
+                let message = format!("Send this order to a LIVE (real-money) account?\n\n{what}");
+                match human.confirm(&message).await {
+                    orders::Answer::Yes => {}
+                    orders::Answer::AskLater => {
+                        let handle = state.continuations.put(orders::Continuation::LiveOrder {
+                            tool: def.name.clone(),
+                            fingerprint: policy::fingerprint(&args),
+                        });
+                        let ask = orders::input_required(&message, handle)
+                            .map_err(|e| McpError::internal_error(e, None))?;
+                        return Ok((
+                            Attempt {
+                                decision: "refused",
+                                reason: Some("waiting for the user to confirm a live order".into()),
+                                result: None,
+                            },
+                            ask.into(),
+                        ));
+                    }
+                    _ => {
+                        return refused(ToolError::PolicyRefused {
+                            rule: "human",
+                            message: format!("the user did not confirm the live order {what}"),
+                        });
+                    }
                 }
             }
             if let Err(e) = state.audit.ensure_open().await {
@@ -468,12 +509,12 @@ impl IbkrServer {
             .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
             .filter(|v| orders::question_in(v).is_some());
         let mut answered = Vec::new();
-        let mut result = if let Some(first) = question_reply {
+        let mut response: CallToolResponse = if let Some(first) = question_reply {
             let (order, rounds) = match &chain_from {
                 Some(p) => (p.order.clone(), p.rounds),
                 None => (orders::describe(&args), 0),
             };
-            match orders::run_chain(
+            let outcome = orders::run_chain(
                 &state.client,
                 &state.orders,
                 &state.pending,
@@ -482,60 +523,10 @@ impl IbkrServer {
                 first,
                 rounds,
             )
-            .await
-            {
-                orders::Outcome::Done { reply, answered: a } => {
-                    answered = a;
-                    let said: Vec<String> = answered
-                        .iter()
-                        .map(|q| {
-                            format!(
-                                "IBKR asked ({}): {} — {}",
-                                q["message_ids"],
-                                q["text"].as_str().unwrap_or(""),
-                                q["answer"].as_str().unwrap_or("")
-                            )
-                        })
-                        .collect();
-                    notes.extend(said);
-                    results::from_value(
-                        def,
-                        200,
-                        reply,
-                        notes.clone(),
-                        state.results.max_result_bytes,
-                    )
-                }
-                orders::Outcome::Waiting {
-                    question,
-                    answered: a,
-                } => {
-                    answered = a;
-                    results::failure(&ToolError::QuestionPending {
-                        order,
-                        reply_id: question.id,
-                        text: question.text,
-                        message_ids: question.message_ids,
-                    })
-                }
-                orders::Outcome::Declined {
-                    question,
-                    answered: a,
-                } => {
-                    answered = a;
-                    results::failure(&ToolError::Declined {
-                        order,
-                        text: question.text,
-                    })
-                }
-                orders::Outcome::Failed {
-                    message,
-                    answered: a,
-                } => {
-                    answered = a;
-                    results::failure(&ToolError::OrderChainFailed(message))
-                }
-            }
+            .await;
+            let (r, a) = self.chain_response(def, &order, outcome, notes.clone())?;
+            answered = a;
+            r
         } else {
             let mut r = results::from_call(def, sent, record, &state.results);
             r.content.extend(
@@ -543,7 +534,17 @@ impl IbkrServer {
                     .iter()
                     .map(|n| rmcp::model::ContentBlock::text(format!("Note: {n}"))),
             );
-            r
+            r.into()
+        };
+        let CallToolResponse::Complete(result) = &mut response else {
+            let attempt = Attempt {
+                decision: if reached_gateway { "sent" } else { "refused" },
+                reason: Some("IBKR asked a question; waiting for the user".into()),
+                result: reply_summary.map(|(status, body)| {
+                    serde_json::json!({ "status": status, "body": body, "questions": answered })
+                }),
+            };
+            return Ok((attempt, response));
         };
         let is_error = result.is_error.unwrap_or(false);
         if op == policy::PREVIEW_ORDERS && !is_error && state.policy.limits().require_preview {
@@ -575,7 +576,170 @@ impl IbkrServer {
                 v
             }),
         };
-        Ok((attempt, result))
+        Ok((attempt, response))
+    }
+
+    /// The response for the end of a question chain, and the questions answered on the way.
+    fn chain_response(
+        &self,
+        def: &'static ToolDef,
+        order: &str,
+        outcome: orders::Outcome,
+        mut notes: Vec<String>,
+    ) -> Result<(CallToolResponse, Vec<serde_json::Value>), McpError> {
+        let state = &self.state;
+        Ok(match outcome {
+            orders::Outcome::Done { reply, answered } => {
+                notes.extend(answered.iter().map(|q| {
+                    format!(
+                        "IBKR asked ({}): {} — {}",
+                        q["message_ids"],
+                        q["text"].as_str().unwrap_or(""),
+                        q["answer"].as_str().unwrap_or("")
+                    )
+                }));
+                (
+                    results::from_value(def, 200, reply, notes, state.results.max_result_bytes)
+                        .into(),
+                    answered,
+                )
+            }
+            orders::Outcome::Waiting { question, answered } => (
+                results::failure(&ToolError::QuestionPending {
+                    order: order.to_string(),
+                    reply_id: question.id,
+                    text: question.text,
+                    message_ids: question.message_ids,
+                })
+                .into(),
+                answered,
+            ),
+            orders::Outcome::AskLater {
+                question,
+                answered,
+                rounds,
+            } => {
+                let message = orders::question_message(order, &question.text);
+                let handle = state.continuations.put(orders::Continuation::Question {
+                    tool: def.name.clone(),
+                    reply_id: question.id,
+                    order: order.to_string(),
+                    rounds,
+                    answered: answered.clone(),
+                    text: question.text,
+                });
+                let ask = orders::input_required(&message, handle)
+                    .map_err(|e| McpError::internal_error(e, None))?;
+                (ask.into(), answered)
+            }
+            orders::Outcome::Declined { question, answered } => (
+                results::failure(&ToolError::Declined {
+                    order: order.to_string(),
+                    text: question.text,
+                })
+                .into(),
+                answered,
+            ),
+            orders::Outcome::Failed { message, answered } => (
+                results::failure(&ToolError::OrderChainFailed(message)).into(),
+                answered,
+            ),
+        })
+    }
+
+    /// Goes on with a call a stateless client repeated with the human's answer.
+    async fn resume(
+        &self,
+        def: &'static ToolDef,
+        arguments: Option<rmcp::model::JsonObject>,
+        human: &orders::Human,
+        handle: &str,
+        responses: Option<&rmcp::model::InputResponses>,
+    ) -> Result<(Attempt, CallToolResponse), McpError> {
+        let state = &self.state;
+        let expired = |why: &str| {
+            let e = ToolError::PolicyRefused {
+                rule: "request_state",
+                message: format!(
+                    "{why}; nothing was sent. Check list_orders, then call the tool again if \
+                     needed."
+                ),
+            };
+            Ok((Attempt::refused(&e), results::failure(&e).into()))
+        };
+        match state.continuations.take(handle) {
+            Some(orders::Continuation::LiveOrder { tool, fingerprint }) if tool == def.name => {
+                let args = arguments.clone().unwrap_or_default();
+                if orders::answer_in(responses) != orders::Answer::Yes {
+                    return expired("the user did not confirm the live order");
+                }
+                if policy::fingerprint(&args) != fingerprint {
+                    return expired("the order differs from the one the user confirmed");
+                }
+                Box::pin(self.run(def, arguments, human, true)).await
+            }
+            Some(orders::Continuation::Question {
+                tool,
+                reply_id,
+                order,
+                rounds,
+                answered,
+                text,
+            }) if tool == def.name => {
+                let yes = orders::answer_in(responses) == orders::Answer::Yes;
+                let mut answered = answered;
+                answered.push(serde_json::json!({
+                    "reply_id": reply_id, "text": text,
+                    "answer": if yes { "confirmed by the user" } else { "declined by the user" }
+                }));
+                let outcome = match orders::reply(&state.client, &reply_id, yes).await {
+                    Err(message) => orders::Outcome::Failed {
+                        message,
+                        answered: answered.clone(),
+                    },
+                    Ok(_) if !yes => orders::Outcome::Declined {
+                        question: orders::Question {
+                            id: reply_id.clone(),
+                            text,
+                            message_ids: Vec::new(),
+                        },
+                        answered: answered.clone(),
+                    },
+                    Ok(answer) => match orders::run_chain(
+                        &state.client,
+                        &state.orders,
+                        &state.pending,
+                        human,
+                        &order,
+                        answer,
+                        rounds,
+                    )
+                    .await
+                    {
+                        orders::Outcome::Done { reply, answered: a } => orders::Outcome::Done {
+                            reply,
+                            answered: [answered.clone(), a].concat(),
+                        },
+                        other => other,
+                    },
+                };
+                let (response, all) = self.chain_response(def, &order, outcome, Vec::new())?;
+                let is_error = matches!(
+                    &response,
+                    CallToolResponse::Complete(r) if r.is_error == Some(true)
+                );
+                Ok((
+                    Attempt {
+                        decision: "sent",
+                        reason: is_error
+                            .then(|| "the order's question chain did not complete".into()),
+                        result: Some(serde_json::json!({ "questions": all })),
+                    },
+                    response,
+                ))
+            }
+            _ => expired("that confirmation is unknown, expired or already used"),
+        }
     }
 
     /// One generated call with the caller's body sent verbatim.
@@ -596,7 +760,11 @@ impl IbkrServer {
         let mut call_args = dispatch::Args::new(args.clone());
         let (sent, record) = hooks::capture_with_body(
             body,
-            dispatch::call_generated(&self.state.client, &def.name, &mut call_args),
+            Box::pin(dispatch::call_generated(
+                &self.state.client,
+                &def.name,
+                &mut call_args,
+            )),
         )
         .await;
         let sent = sent.ok_or_else(|| {
@@ -787,9 +955,12 @@ impl ServerHandler for IbkrServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let human = orders::Human::new(Some(context.peer.clone()));
-        self.call_with(&request.name, request.arguments, &human)
+        let human = orders::Human::from_context(&context);
+        let resume = request
+            .request_state
+            .clone()
+            .map(|state| (state, request.input_responses.clone()));
+        self.call_with(&request.name, request.arguments, &human, resume)
             .await
-            .map(Into::into)
     }
 }

@@ -86,6 +86,7 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
         },
         snapshot_wait: std::time::Duration::from_secs(cfg.snapshot_wait),
         pending: crate::mcp::orders::PendingQuestions::default(),
+        continuations: crate::mcp::orders::Continuations::default(),
         confirm_live_orders: cfg.confirm_live_orders,
         demo: cfg.demo,
         policy,

@@ -168,3 +168,39 @@ fn tools_list_payload_size_is_reported_and_within_budget() {
         sizes[2]
     );
 }
+
+#[test]
+fn readme_configuration_table_is_the_generated_one() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let (start, end) = ("<!-- config:start -->\n", "<!-- config:end -->");
+    let from = readme
+        .find(start)
+        .expect("README has <!-- config:start -->")
+        + start.len();
+    let to = readme.find(end).expect("README has <!-- config:end -->");
+    let table = ibkr_mcp::config::markdown_table();
+    if std::env::var("EXPECTORATE").as_deref() == Ok("overwrite") {
+        let updated = format!("{}{}{}", &readme[..from], table, &readme[to..]);
+        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"), updated).unwrap();
+        return;
+    }
+    assert_eq!(
+        &readme[from..to],
+        table,
+        "README configuration table is stale: `EXPECTORATE=overwrite cargo test --test tools_list`"
+    );
+}
+
+#[test]
+fn env_example_documents_every_setting() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+    let table = ibkr_mcp::config::markdown_table();
+    let missing: Vec<&str> = table
+        .split('`')
+        .filter(|w| w.starts_with("IBKR_MCP_"))
+        .filter(|v| !example.contains(&format!("{v}=")))
+        .collect();
+    assert!(missing.is_empty(), ".env.example lacks {missing:?}");
+}

@@ -162,10 +162,13 @@ pub fn describe(args: &serde_json::Map<String, Value>) -> String {
     format!("{} on {account}", orders.join(", "))
 }
 
-/// The human at the client, reachable through elicitation in sessions that support it.
+/// The human at the client, reachable through MCP elicitation when the client supports it:
+/// on 2025-11-25 sessions by a server-to-client request, on 2026-07-28 (stateless) by an
+/// `InputRequiredResult` the client answers by calling the tool again.
 #[derive(Debug, Clone, Default)]
 pub struct Human {
     peer: Option<Peer<RoleServer>>,
+    stateless: bool,
 }
 
 /// What the human said.
@@ -177,47 +180,42 @@ pub enum Answer {
     No,
     /// The client cannot ask (no elicitation support), or did not answer.
     Unavailable,
+    /// The client asks when it calls again (2026-07-28: return an `InputRequiredResult`).
+    AskLater,
 }
 
 impl Human {
-    /// A human reachable through `peer`, if its client declared elicitation.
-    pub fn new(peer: Option<Peer<RoleServer>>) -> Self {
-        Self { peer }
+    /// The human behind a request, if its client declared elicitation.
+    pub fn from_context(ctx: &rmcp::service::RequestContext<RoleServer>) -> Self {
+        let elicits = ctx
+            .client_capabilities()
+            .is_some_and(|c| c.elicitation.is_some());
+        if !elicits {
+            return Self::default();
+        }
+        let stateless = ctx
+            .protocol_version()
+            .is_some_and(|v| v >= rmcp::model::ProtocolVersion::V_2026_07_28);
+        Self {
+            peer: (!stateless).then(|| ctx.peer.clone()),
+            stateless,
+        }
     }
 
     /// Whether the client can ask.
     pub fn can_ask(&self) -> bool {
-        self.peer.as_ref().is_some_and(|p| {
-            !p.supported_elicitation_modes().is_empty()
-                && p.peer_info().is_some_and(|i| {
-                    i.protocol_version < rmcp::model::ProtocolVersion::V_2026_07_28
-                })
-        })
+        self.stateless || self.peer.is_some()
     }
 
-    /// Asks the human to confirm `message`.
+    /// Asks the human to confirm `message` (or says to ask when the client calls again).
     pub async fn confirm(&self, message: &str) -> Answer {
-        if !self.can_ask() {
-            return Answer::Unavailable;
+        if self.stateless {
+            return Answer::AskLater;
         }
         let Some(peer) = &self.peer else {
             return Answer::Unavailable;
         };
-        let params: rmcp::model::ElicitRequestParams = match serde_json::from_value(json!({
-            "mode": "form",
-            "message": message,
-            "requestedSchema": {
-                "type": "object",
-                "properties": {
-                    "confirm": {
-                        "type": "boolean",
-                        "title": "Confirm",
-                        "description": "Yes to go ahead, no to stop."
-                    }
-                },
-                "required": ["confirm"]
-            }
-        })) {
+        let params = match confirm_request(message) {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the elicitation request");
@@ -228,22 +226,124 @@ impl Human {
             .create_elicitation_with_timeout(params, Some(Duration::from_secs(300)))
             .await
         {
-            Ok(r) => match r.action {
-                rmcp::model::ElicitationAction::Accept => {
-                    if r.content.as_ref().and_then(|c| c.get("confirm")) == Some(&Value::Bool(true))
-                    {
-                        Answer::Yes
-                    } else {
-                        Answer::No
-                    }
-                }
-                _ => Answer::No,
-            },
+            Ok(r) => answer_of(r.action, r.content.as_ref()),
             Err(e) => {
                 tracing::warn!(error = %e, "elicitation failed; falling back to an explicit confirm");
                 Answer::Unavailable
             }
         }
+    }
+}
+
+/// The elicitation form: one required yes/no field `confirm`.
+pub fn confirm_request(
+    message: &str,
+) -> Result<rmcp::model::ElicitRequestParams, serde_json::Error> {
+    serde_json::from_value(json!({
+        "mode": "form",
+        "message": message,
+        "requestedSchema": {
+            "type": "object",
+            "properties": {
+                "confirm": {
+                    "type": "boolean",
+                    "title": "Confirm",
+                    "description": "Yes to go ahead, no to stop."
+                }
+            },
+            "required": ["confirm"]
+        }
+    }))
+}
+
+/// Yes only for an accepted form whose `confirm` is true.
+pub fn answer_of(action: rmcp::model::ElicitationAction, content: Option<&Value>) -> Answer {
+    match action {
+        rmcp::model::ElicitationAction::Accept
+            if content.and_then(|c| c.get("confirm")) == Some(&Value::Bool(true)) =>
+        {
+            Answer::Yes
+        }
+        _ => Answer::No,
+    }
+}
+
+/// What a stateless (2026-07-28) client must answer before a call can go on.
+#[derive(Debug, Clone)]
+pub enum Continuation {
+    /// An order question: its reply id, the order, rounds used, questions answered so far.
+    Question {
+        /// Tool the call was made with.
+        tool: String,
+        /// IBKR's reply id.
+        reply_id: String,
+        /// The order, in words.
+        order: String,
+        /// Rounds used.
+        rounds: u32,
+        /// Questions answered before.
+        answered: Vec<Value>,
+        /// The question's text.
+        text: String,
+    },
+    /// A live order waiting for the human's confirmation before it is sent.
+    LiveOrder {
+        /// Tool.
+        tool: String,
+        /// Fingerprint of the arguments it was asked for.
+        fingerprint: String,
+    },
+}
+
+/// Continuations by opaque handle (the `requestState` the client echoes), single use.
+#[derive(Debug, Default)]
+pub struct Continuations(Mutex<HashMap<String, (Continuation, Instant)>>);
+
+impl Continuations {
+    /// Stores `c`; returns its handle.
+    pub fn put(&self, c: Continuation) -> String {
+        let handle = uuid::Uuid::new_v4().simple().to_string();
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, (_, at)| at.elapsed() < PENDING_TTL);
+        m.insert(handle.clone(), (c, Instant::now()));
+        handle
+    }
+
+    /// Takes the continuation of `handle`, if it exists and is fresh.
+    pub fn take(&self, handle: &str) -> Option<Continuation> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(handle)
+            .filter(|(_, at)| at.elapsed() < PENDING_TTL)
+            .map(|(c, _)| c)
+    }
+}
+
+/// The `InputRequiredResult` asking the human to confirm `message`, to resume with `handle`.
+pub fn input_required(
+    message: &str,
+    handle: String,
+) -> Result<rmcp::model::InputRequiredResult, String> {
+    let params = confirm_request(message).map_err(|e| e.to_string())?;
+    let request = rmcp::model::InputRequest::Elicitation(rmcp::model::ElicitRequest::new(params));
+    let mut requests = rmcp::model::InputRequests::new();
+    requests.insert(CONFIRM_KEY.to_string(), request);
+    Ok(rmcp::model::InputRequiredResult::new(
+        Some(requests),
+        Some(handle),
+    ))
+}
+
+/// The key of our one input request.
+pub const CONFIRM_KEY: &str = "confirm";
+
+/// The human's answer in a retried call's `inputResponses`.
+pub fn answer_in(responses: Option<&rmcp::model::InputResponses>) -> Answer {
+    let Some(r) = responses.and_then(|r| r.get(CONFIRM_KEY)) else {
+        return Answer::No;
+    };
+    match serde_json::from_value::<rmcp::model::ElicitResult>(r.clone()) {
+        Ok(e) => answer_of(e.action, e.content.as_ref()),
+        Err(_) => Answer::No,
     }
 }
 
@@ -271,6 +371,15 @@ pub enum Outcome {
         /// Questions answered before it.
         answered: Vec<Value>,
     },
+    /// A stateless client must ask the human and call again (2026-07-28).
+    AskLater {
+        /// The question.
+        question: Question,
+        /// Questions answered before it.
+        answered: Vec<Value>,
+        /// Rounds used, including this one.
+        rounds: u32,
+    },
     /// The chain failed (transport error, non-2xx answer, too many rounds).
     Failed {
         /// What happened.
@@ -281,7 +390,7 @@ pub enum Outcome {
 }
 
 /// Answers one question with `confirmed`; returns the gateway's next answer.
-async fn reply(client: &Client, id: &str, confirmed: bool) -> Result<Value, String> {
+pub async fn reply(client: &Client, id: &str, confirmed: bool) -> Result<Value, String> {
     let body: crate::ibkr::types::PostIserverReplyReplyIdBody =
         serde_json::from_value(json!({ "confirmed": confirmed }))
             .map_err(|e| format!("reply body does not fit the generated type: {e}"))?;
@@ -309,6 +418,11 @@ async fn reply(client: &Client, id: &str, confirmed: bool) -> Result<Value, Stri
     }
     serde_json::from_slice(&r.body)
         .map_err(|e| format!("the answer to question {id} is not JSON: {e}"))
+}
+
+/// What the human is shown for a question.
+pub fn question_message(order: &str, text: &str) -> String {
+    format!("IBKR asks about the order {order}:\n\n{text}\n\nConfirm to submit it.")
 }
 
 /// Runs the question chain that starts with `first` (the answer to a placement, modification
@@ -362,13 +476,7 @@ pub async fn run_chain(
             answered.push(json!({"reply_id": q.id, "message_ids": q.message_ids, "text": q.text, "answer": "confirmed by policy"}));
             true
         } else {
-            match human
-                .confirm(&format!(
-                    "IBKR asks about the order {order}:\n\n{}\n\nConfirm to submit it.",
-                    q.text
-                ))
-                .await
-            {
+            match human.confirm(&question_message(order, &q.text)).await {
                 Answer::Yes => {
                     answered.push(json!({"reply_id": q.id, "message_ids": q.message_ids, "text": q.text, "answer": "confirmed by the user"}));
                     true
@@ -379,6 +487,13 @@ pub async fn run_chain(
                     return Outcome::Declined {
                         question: q,
                         answered,
+                    };
+                }
+                Answer::AskLater => {
+                    return Outcome::AskLater {
+                        question: q,
+                        answered,
+                        rounds,
                     };
                 }
                 Answer::Unavailable => {

@@ -171,3 +171,33 @@ def test_read_only_server_refuses_orders_and_the_simulator_sees_none(start_serve
     counters = sim.state()["counters"]["per_endpoint"]
     assert "POST /iserver/account/{accountId}/orders" not in counters
     assert json.dumps(counters)  # the log is readable
+
+
+def test_stateless_client_answers_questions_through_input_required(start_server, sim):
+    """MCP 2026-07-28 has no server-to-client requests: the server returns an
+    InputRequiredResult, the client asks its human and calls again; the order is sent once."""
+    from mcp import Client
+
+    server = serve_on(start_server, sim, "--allow-trading")
+    sim.control("PUT", "/questions", {"mode": "chain", "message_ids": ["o163", "o451"]})
+    asked = []
+
+    async def yes(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"confirm": True})
+
+    order = {"accountId": ACCOUNT, "body": {"orders": [
+        {"conid": 8314, "orderType": "MKT", "side": "BUY", "quantity": 1, "tif": "DAY", "cOID": "e2e-mrtr"}]}}
+
+    async def go():
+        async with Client(server.url, elicitation_callback=yes) as c:
+            version = c.session.protocol_version
+            return version, await c.call_tool("place_orders", order)
+
+    version, result = anyio.run(go)
+    assert version == "2026-07-28"
+    assert not result.is_error, result.content[0].text
+    assert len(asked) == 2 and "IBKR asks" in asked[0]
+    state = sim.state()
+    assert [o["coid"] for o in state["orders"]].count("e2e-mrtr") == 1
+    assert state["counters"]["per_endpoint"]["POST /iserver/account/{accountId}/orders"] == 1
