@@ -102,25 +102,40 @@ fn every_tool_description_is_our_own_from_the_allowlist() {
     }
 }
 
-#[test]
-fn readme_tools_table_is_the_generated_one() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let (start, end) = ("<!-- tools:start -->\n", "<!-- tools:end -->");
-    let from = readme.find(start).expect("README has <!-- tools:start -->") + start.len();
-    let to = readme.find(end).expect("README has <!-- tools:end -->");
-    let table = catalog::markdown_table(catalog::all());
+/// Checks the README section between `<!-- {marker}:start -->` and `<!-- {marker}:end -->` is
+/// `generated`, or rewrites it under `EXPECTORATE=overwrite`.
+fn readme_section(marker: &str, generated: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let (start, end) = (
+        format!("<!-- {marker}:start -->\n"),
+        format!("<!-- {marker}:end -->"),
+    );
+    let from = readme
+        .find(&start)
+        .unwrap_or_else(|| panic!("README has {start}"))
+        + start.len();
+    let to = readme
+        .find(&end)
+        .unwrap_or_else(|| panic!("README has {end}"));
     if std::env::var("EXPECTORATE").as_deref() == Ok("overwrite") {
-        let updated = format!("{}{}{}", &readme[..from], table, &readme[to..]);
-        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"), updated).unwrap();
+        std::fs::write(
+            path,
+            format!("{}{generated}{}", &readme[..from], &readme[to..]),
+        )
+        .unwrap();
         return;
     }
     assert_eq!(
         &readme[from..to],
-        table,
-        "README tools table is stale: `EXPECTORATE=overwrite cargo test --test tools_list` \
-         (or `ibkr-mcp tools --format markdown`)"
+        generated,
+        "README {marker} table is stale: `EXPECTORATE=overwrite cargo test --test tools_list`"
     );
+}
+
+#[test]
+fn readme_tools_table_is_the_generated_one() {
+    readme_section("tools", &catalog::markdown_table(catalog::all()));
 }
 
 #[test]
@@ -171,25 +186,7 @@ fn tools_list_payload_size_is_reported_and_within_budget() {
 
 #[test]
 fn readme_configuration_table_is_the_generated_one() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let (start, end) = ("<!-- config:start -->\n", "<!-- config:end -->");
-    let from = readme
-        .find(start)
-        .expect("README has <!-- config:start -->")
-        + start.len();
-    let to = readme.find(end).expect("README has <!-- config:end -->");
-    let table = ibkr_mcp::config::markdown_table();
-    if std::env::var("EXPECTORATE").as_deref() == Ok("overwrite") {
-        let updated = format!("{}{}{}", &readme[..from], table, &readme[to..]);
-        std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"), updated).unwrap();
-        return;
-    }
-    assert_eq!(
-        &readme[from..to],
-        table,
-        "README configuration table is stale: `EXPECTORATE=overwrite cargo test --test tools_list`"
-    );
+    readme_section("config", &ibkr_mcp::config::markdown_table());
 }
 
 #[test]

@@ -40,6 +40,18 @@ pub fn number(v: &Value) -> Option<f64> {
     }
 }
 
+/// The strings of a JSON array (`["o163", "o451"]`); empty for anything else.
+pub fn string_list(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `GET /iserver/contract/{conid}/info`, read for its type, multiplier and currency.
 pub async fn contract_facts(client: &Client, conid: i64) -> Result<ContractFacts, String> {
     let (result, record) = hooks::capture(

@@ -483,16 +483,7 @@ impl SessionManager {
         match record.reply {
             Some(r) if (200..300).contains(&r.status) => {
                 let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
-                let accounts = v
-                    .get("accounts")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let accounts = super::market::string_list(v.get("accounts"));
                 let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
                 s.accounts_loaded = true;
                 s.accounts = accounts;

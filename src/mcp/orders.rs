@@ -58,6 +58,19 @@ impl PendingQuestions {
         m.insert(id, p);
     }
 
+    /// Keeps question `q` of `order` waiting for an explicit confirmation.
+    fn park(&self, q: &Question, order: &str, rounds: u32) {
+        self.insert(
+            q.id.clone(),
+            Pending {
+                order: order.to_string(),
+                message_ids: q.message_ids.clone(),
+                rounds,
+                asked: Instant::now(),
+            },
+        );
+    }
+
     /// Takes the pending question `id` (single use).
     pub fn take(&self, id: &str) -> Option<Pending> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -111,16 +124,7 @@ pub fn question_in(reply: &Value) -> Option<Question> {
         Value::String(s) => s.clone(),
         _ => return None,
     };
-    let message_ids = m
-        .get("messageIds")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+    let message_ids = crate::ibkr::market::string_list(m.get("messageIds"));
     Some(Question {
         id,
         text,
@@ -447,15 +451,7 @@ pub async fn run_chain(
             };
         };
         if rounds >= settings.max_rounds {
-            pending.insert(
-                q.id.clone(),
-                Pending {
-                    order: order.to_string(),
-                    message_ids: q.message_ids.clone(),
-                    rounds,
-                    asked: Instant::now(),
-                },
-            );
+            pending.park(&q, order, rounds);
             return Outcome::Failed {
                 message: format!(
                     "IBKR asked {rounds} questions about this order, the most this server answers \
@@ -497,15 +493,7 @@ pub async fn run_chain(
                     };
                 }
                 Answer::Unavailable => {
-                    pending.insert(
-                        q.id.clone(),
-                        Pending {
-                            order: order.to_string(),
-                            message_ids: q.message_ids.clone(),
-                            rounds,
-                            asked: Instant::now(),
-                        },
-                    );
+                    pending.park(&q, order, rounds);
                     return Outcome::Waiting {
                         question: q,
                         answered,
