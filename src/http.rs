@@ -1,7 +1,7 @@
 //! The HTTP side: MCP over streamable HTTP at `/mcp` (and `/mcp/`), `/healthz` (the process is
 //! up) and `/readyz` (the gateway is reachable and its brokerage session authenticated).
 //!
-//! Every request first passes [`guard`]: the `Host` header must be an allowed host (DNS
+//! Every request first passes `guard`: the `Host` header must be an allowed host (DNS
 //! rebinding protection), an `Origin` header, if present, an allowed origin, and, when a token
 //! is configured, `Authorization: Bearer <token>` must match it (compared in constant time;
 //! `/healthz` is exempt so container health checks need no secret). Request bodies are read
@@ -263,6 +263,11 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        // Replies are written in several small pieces (headers, then SSE events): without
+        // TCP_NODELAY, Nagle's algorithm and delayed ACKs add ~40 ms to every call.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
