@@ -25,6 +25,9 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
         retries: cfg.read_retries,
         backoff: std::time::Duration::from_millis(250),
     });
+    hooks = hooks.with_cache(crate::ibkr::hooks::ReplyCache::new(
+        crate::ibkr::pacing::cached_replies(),
+    ));
     if cfg.pacing {
         hooks = hooks.with_gate(Arc::new(crate::ibkr::pacing::Pacer::new(
             std::time::Duration::from_secs(cfg.pacing_max_wait),

@@ -397,3 +397,29 @@ async fn session_status_tool_and_resource_show_the_state_machine() {
         "once per brokerage session"
     );
 }
+
+#[tokio::test]
+async fn scanner_parameters_are_fetched_once_and_repeats_answered_from_the_cache() {
+    // IBKR allows GET /iserver/scanner/params once per 15 minutes, and the simulator enforces
+    // that: without the cache the second look would be refused for up to 15 minutes.
+    let s = sim_server(SimConfig::default(), &["--toolsets", "all"]).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    let first = s.server.call("get_scanner_params", None).await.unwrap();
+    assert_eq!(first.is_error, Some(false), "{}", text_of(&first));
+    assert!(!text_of(&first).contains("server's cache"));
+    let second = s.server.call("get_scanner_params", None).await.unwrap();
+    assert_eq!(second.is_error, Some(false), "{}", text_of(&second));
+    assert_eq!(first.structured_content, second.structured_content);
+    let text = text_of(&second);
+    assert!(
+        text.contains("Note: Served from the server's cache: IBKR's reply from ")
+            && text.contains(" s ago."),
+        "{text}"
+    );
+    assert_eq!(s.hits("GET /iserver/scanner/params"), 1);
+    assert_eq!(s.sim.control().counters().paced, 0);
+    // The cache is for that reference document only: a paced read is still asked each time.
+    let a = s.server.call("list_trades", None).await.unwrap();
+    assert_eq!(a.is_error, Some(false), "{}", text_of(&a));
+    assert!(!text_of(&a).contains("server's cache"));
+}

@@ -12,6 +12,9 @@
 //! - keeps the gateway's raw reply (status and body bytes) for the tool call that made the
 //!   request ([`capture`]), so a reply that does not fit its generated type is still returned
 //!   to the model as IBKR sent it;
+//! - answers again from its [`ReplyCache`] for the few operations IBKR allows only rarely and
+//!   whose reply is reference data (the scanner parameters, once per 15 minutes), without
+//!   asking the gate or the gateway;
 //! - sends a tool call's JSON body exactly as the caller wrote it ([`capture_with_body`]), after
 //!   the generated builder has checked that it converts to the operation's body type: the typed
 //!   round trip would drop empty lists and nulls and turn `1` into `1.0`.
@@ -67,6 +70,67 @@ pub trait Gate: Send + Sync + std::fmt::Debug {
 pub struct Hooks {
     gate: Option<Arc<dyn Gate>>,
     retry: Option<Arc<Retry>>,
+    cache: Option<Arc<ReplyCache>>,
+}
+
+/// Successful replies kept for a while and served again, for operations IBKR allows only
+/// rarely and whose reply is reference data that does not change between calls. Only GET
+/// requests, only 2xx replies; the key is the operation and the full URL.
+#[derive(Debug, Default)]
+pub struct ReplyCache {
+    ttl: std::collections::HashMap<String, Duration>,
+    entries: std::sync::Mutex<std::collections::HashMap<String, Stored>>,
+}
+
+#[derive(Debug, Clone)]
+struct Stored {
+    at: Instant,
+    status: reqwest::StatusCode,
+    content_type: Option<reqwest::header::HeaderValue>,
+    body: Bytes,
+}
+
+/// `pre` lets a request past the gate only when its cached reply is fresh; `exec` then serves
+/// an entry up to this much older, so an entry expiring between the two is still served
+/// rather than sent unpaced.
+const CACHE_GRACE: Duration = Duration::from_secs(60);
+
+impl ReplyCache {
+    /// A cache for the given operations, each with how long its reply is served again.
+    pub fn new(ttl: impl IntoIterator<Item = (String, Duration)>) -> Self {
+        Self {
+            ttl: ttl.into_iter().collect(),
+            entries: Default::default(),
+        }
+    }
+
+    fn key(&self, operation_id: &str, request: &reqwest::Request) -> Option<String> {
+        (request.method() == reqwest::Method::GET && self.ttl.contains_key(operation_id))
+            .then(|| format!("{operation_id} {}", request.url()))
+    }
+
+    fn lookup(
+        &self,
+        operation_id: &str,
+        request: &reqwest::Request,
+        grace: Duration,
+    ) -> Option<Stored> {
+        let key = self.key(operation_id, request)?;
+        let ttl = self.ttl[operation_id];
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let age = entries.get(&key)?.at.elapsed();
+        if age >= ttl + CACHE_GRACE {
+            entries.remove(&key);
+        }
+        (age < ttl + grace)
+            .then(|| entries.get(&key).cloned())
+            .flatten()
+    }
+
+    fn store(&self, key: String, stored: Stored) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(key, stored);
+    }
 }
 
 /// Which operations may be retried, and how.
@@ -99,6 +163,12 @@ impl Hooks {
         self
     }
 
+    /// Serves the replies of `cache`'s operations again while they are fresh.
+    pub fn with_cache(mut self, cache: ReplyCache) -> Self {
+        self.cache = Some(Arc::new(cache));
+        self
+    }
+
     fn retries_for(&self, operation_id: &str) -> u32 {
         self.retry
             .as_ref()
@@ -120,6 +190,8 @@ pub struct Captured {
     pub content_type: Option<String>,
     /// Time from sending to the end of the body.
     pub elapsed: Duration,
+    /// Set when the reply came from the [`ReplyCache`]: how old it is.
+    pub cached: Option<Duration>,
 }
 
 /// What happened inside a [`capture`] scope.
@@ -226,6 +298,14 @@ impl ClientHooks<Hooks> for Client {
                 reqwest::header::HeaderValue::from_static("application/json"),
             );
         }
+        if let Some(cache) = &self.inner().cache
+            && cache
+                .lookup(info.operation_id, request, Duration::ZERO)
+                .is_some()
+        {
+            // `exec` answers from the cache; nothing reaches the gateway, so nothing to pace.
+            return Ok(());
+        }
         if let Some(gate) = &self.inner().gate
             && let Err(refusal) = gate.admit(info.operation_id).await
         {
@@ -250,6 +330,34 @@ impl ClientHooks<Hooks> for Client {
         );
         let started = Instant::now();
         let method = request.method().clone();
+        let cache = self.inner().cache.as_ref();
+        if let Some(hit) = cache.and_then(|c| c.lookup(operation_id, &request, CACHE_GRACE)) {
+            let age = hit.at.elapsed();
+            tracing::debug!(parent: &span, %method, age_s = age.as_secs(), "answered from the reply cache");
+            record(|r| {
+                r.reply = Some(Captured {
+                    operation_id,
+                    status: hit.status.as_u16(),
+                    body: hit.body.clone(),
+                    content_type: hit
+                        .content_type
+                        .as_ref()
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                    elapsed: Duration::ZERO,
+                    cached: Some(age),
+                })
+            });
+            let mut rebuilt = http::Response::new(hit.body);
+            *rebuilt.status_mut() = hit.status;
+            if let Some(ct) = hit.content_type {
+                rebuilt
+                    .headers_mut()
+                    .insert(reqwest::header::CONTENT_TYPE, ct);
+            }
+            return Ok(reqwest::Response::from(rebuilt));
+        }
+        let cache_key = cache.and_then(|c| c.key(operation_id, &request));
         if tracing::enabled!(tracing::Level::TRACE)
             && let Some(body) = request.body().and_then(reqwest::Body::as_bytes)
         {
@@ -324,8 +432,22 @@ impl ClientHooks<Hooks> for Client {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
                 elapsed,
+                cached: None,
             })
         });
+        if let (Some(cache), Some(key)) = (cache, cache_key)
+            && status.is_success()
+        {
+            cache.store(
+                key,
+                Stored {
+                    at: Instant::now(),
+                    status,
+                    content_type: headers.get(reqwest::header::CONTENT_TYPE).cloned(),
+                    body: body.clone(),
+                },
+            );
+        }
         let mut rebuilt = http::Response::new(body);
         *rebuilt.status_mut() = status;
         *rebuilt.version_mut() = version;
@@ -351,6 +473,47 @@ mod tests {
         assert_eq!(retry_after(&h), None);
         h.insert(reqwest::header::RETRY_AFTER, "-3".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+    }
+
+    fn get(url: &str) -> reqwest::Request {
+        reqwest::Request::new(reqwest::Method::GET, url.parse().unwrap())
+    }
+
+    fn stored(body: &'static str) -> Stored {
+        Stored {
+            at: Instant::now(),
+            status: reqwest::StatusCode::OK,
+            content_type: None,
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn reply_cache_keys_only_gets_of_its_operations_by_full_url() {
+        let cache = ReplyCache::new([("params".to_string(), Duration::from_secs(900))]);
+        let a = get("http://gw/v1/api/iserver/scanner/params");
+        let key = cache.key("params", &a).unwrap();
+        assert!(cache.key("other", &a).is_none());
+        let post = reqwest::Request::new(reqwest::Method::POST, a.url().clone());
+        assert!(cache.key("params", &post).is_none());
+        cache.store(key, stored("{}"));
+        assert_eq!(
+            cache.lookup("params", &a, Duration::ZERO).unwrap().body,
+            "{}"
+        );
+        let b = get("http://gw/v1/api/iserver/scanner/params?x=1");
+        assert!(cache.lookup("params", &b, Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn an_expired_entry_is_not_fresh_but_still_served_within_the_grace() {
+        // pre() asks without grace (a miss means the gate is asked), exec() with the grace, so
+        // a request that passed pre() on a hit is never sent unpaced.
+        let cache = ReplyCache::new([("params".to_string(), Duration::ZERO)]);
+        let a = get("http://gw/x");
+        cache.store(cache.key("params", &a).unwrap(), stored("[]"));
+        assert!(cache.lookup("params", &a, Duration::ZERO).is_none());
+        assert!(cache.lookup("params", &a, CACHE_GRACE).is_some());
     }
 
     #[test]

@@ -87,6 +87,18 @@ pub fn documented_limits() -> Vec<(&'static str, Vec<Limit>)> {
     v
 }
 
+/// Operations whose successful replies the server serves again instead of asking IBKR, and for
+/// how long: reference data that IBKR allows to be requested only rarely. The scanner
+/// parameters (scan types, instruments, filters, locations; a large document that changes
+/// rarely) may be requested once per 15 minutes; without the cache every second look at them
+/// would be refused for up to 15 minutes.
+pub fn cached_replies() -> Vec<(String, Duration)> {
+    vec![(
+        "get_iserver_scanner_params".to_string(),
+        Duration::from_secs(900),
+    )]
+}
+
 /// The global limit through the gateway.
 pub const GLOBAL: Limit = per(10, 1);
 
