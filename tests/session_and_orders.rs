@@ -418,8 +418,15 @@ async fn scanner_parameters_are_fetched_once_and_repeats_answered_from_the_cache
     );
     assert_eq!(s.hits("GET /iserver/scanner/params"), 1);
     assert_eq!(s.sim.control().counters().paced, 0);
-    // The cache is for that reference document only: a paced read is still asked each time.
-    let a = s.server.call("list_trades", None).await.unwrap();
-    assert_eq!(a.is_error, Some(false), "{}", text_of(&a));
-    assert!(!text_of(&a).contains("server's cache"));
+    // The cache is for that reference document only: other reads are asked each time.
+    for _ in 0..2 {
+        let r = s
+            .server
+            .call("get_contract_info", args(json!({"conid": "265598"})))
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
+        assert!(!text_of(&r).contains("server's cache"));
+    }
+    assert_eq!(s.hits("GET /iserver/contract/{conid}/info"), 2);
 }

@@ -334,28 +334,17 @@ impl ClientHooks<Hooks> for Client {
         if let Some(hit) = cache.and_then(|c| c.lookup(operation_id, &request, CACHE_GRACE)) {
             let age = hit.at.elapsed();
             tracing::debug!(parent: &span, %method, age_s = age.as_secs(), "answered from the reply cache");
-            record(|r| {
-                r.reply = Some(Captured {
-                    operation_id,
-                    status: hit.status.as_u16(),
-                    body: hit.body.clone(),
-                    content_type: hit
-                        .content_type
-                        .as_ref()
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned),
-                    elapsed: Duration::ZERO,
-                    cached: Some(age),
-                })
-            });
-            let mut rebuilt = http::Response::new(hit.body);
-            *rebuilt.status_mut() = hit.status;
+            let mut headers = reqwest::header::HeaderMap::new();
             if let Some(ct) = hit.content_type {
-                rebuilt
-                    .headers_mut()
-                    .insert(reqwest::header::CONTENT_TYPE, ct);
+                headers.insert(reqwest::header::CONTENT_TYPE, ct);
             }
-            return Ok(reqwest::Response::from(rebuilt));
+            let reply = Reply {
+                status: hit.status,
+                version: http::Version::HTTP_11,
+                headers,
+                body: hit.body,
+            };
+            return Ok(reply.deliver(operation_id, Duration::ZERO, Some(age)));
         }
         let cache_key = cache.and_then(|c| c.key(operation_id, &request));
         if tracing::enabled!(tracing::Level::TRACE)
@@ -422,19 +411,6 @@ impl ClientHooks<Hooks> for Client {
         if let Some(gate) = &self.inner().gate {
             gate.observe(operation_id, status.as_u16(), retry_after(&headers));
         }
-        record(|r| {
-            r.reply = Some(Captured {
-                operation_id,
-                status: status.as_u16(),
-                body: body.clone(),
-                content_type: headers
-                    .get(reqwest::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
-                elapsed,
-                cached: None,
-            })
-        });
         if let (Some(cache), Some(key)) = (cache, cache_key)
             && status.is_success()
         {
@@ -448,11 +424,51 @@ impl ClientHooks<Hooks> for Client {
                 },
             );
         }
-        let mut rebuilt = http::Response::new(body);
-        *rebuilt.status_mut() = status;
-        *rebuilt.version_mut() = version;
-        *rebuilt.headers_mut() = headers;
-        Ok(reqwest::Response::from(rebuilt))
+        let reply = Reply {
+            status,
+            version,
+            headers,
+            body,
+        };
+        Ok(reply.deliver(operation_id, elapsed, None))
+    }
+}
+
+/// A reply, from the gateway or the cache, on its way back to the generated client.
+struct Reply {
+    status: reqwest::StatusCode,
+    version: http::Version,
+    headers: reqwest::header::HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    /// Records the reply for the tool call ([`capture`]) and rebuilds it as a response.
+    fn deliver(
+        self,
+        operation_id: &'static str,
+        elapsed: Duration,
+        cached: Option<Duration>,
+    ) -> reqwest::Response {
+        record(|r| {
+            r.reply = Some(Captured {
+                operation_id,
+                status: self.status.as_u16(),
+                body: self.body.clone(),
+                content_type: self
+                    .headers
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                elapsed,
+                cached,
+            })
+        });
+        let mut rebuilt = http::Response::new(self.body);
+        *rebuilt.status_mut() = self.status;
+        *rebuilt.version_mut() = self.version;
+        *rebuilt.headers_mut() = self.headers;
+        reqwest::Response::from(rebuilt)
     }
 }
 

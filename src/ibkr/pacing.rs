@@ -87,16 +87,21 @@ pub fn documented_limits() -> Vec<(&'static str, Vec<Limit>)> {
     v
 }
 
-/// Operations whose successful replies the server serves again instead of asking IBKR, and for
-/// how long: reference data that IBKR allows to be requested only rarely. The scanner
-/// parameters (scan types, instruments, filters, locations; a large document that changes
-/// rarely) may be requested once per 15 minutes; without the cache every second look at them
-/// would be refused for up to 15 minutes.
+/// Operations whose successful replies the server serves again instead of asking IBKR, each for
+/// as long as its documented limit spaces two requests: reference data that IBKR allows to be
+/// requested only rarely. The scanner parameters (scan types, instruments, filters, locations;
+/// a large document that changes rarely) may be requested once per 15 minutes; without the
+/// cache every second look at them would be refused for up to 15 minutes.
 pub fn cached_replies() -> Vec<(String, Duration)> {
-    vec![(
-        "get_iserver_scanner_params".to_string(),
-        Duration::from_secs(900),
-    )]
+    const REFERENCE_DATA: &[&str] = &["get_iserver_scanner_params"];
+    documented_limits()
+        .into_iter()
+        .filter(|(op, _)| REFERENCE_DATA.contains(op))
+        .filter_map(|(op, limits)| {
+            let spacing = limits.iter().map(|l| l.period / l.count.max(1)).max()?;
+            Some((op.to_string(), spacing))
+        })
+        .collect()
 }
 
 /// The global limit through the gateway.
@@ -261,6 +266,17 @@ impl Gate for Pacer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cached_replies_last_as_long_as_the_documented_spacing() {
+        assert_eq!(
+            cached_replies(),
+            vec![(
+                "get_iserver_scanner_params".to_string(),
+                Duration::from_secs(900)
+            )]
+        );
+    }
+
     use super::*;
 
     #[tokio::test]

@@ -140,20 +140,13 @@ fn classify(
     }
     if let Some(age) = reply.cached {
         notes.push(format!(
-            "Served from the server's cache: IBKR's reply from {} ago. IBKR allows this request \
+            "Served from the server's cache: IBKR's reply from {} s ago. IBKR allows this request \
              only rarely and its content changes rarely, so repeats are answered from the cache \
              instead of asking IBKR again.",
-            age_text(age)
+            age.as_secs()
         ));
     }
     Ok((value, notes))
-}
-
-fn age_text(age: std::time::Duration) -> String {
-    match age.as_secs() {
-        s @ 0..60 => format!("{s} s"),
-        s => format!("{} min {} s", s / 60, s % 60),
-    }
 }
 
 /// The result for a JSON answer the server obtained itself (after a question chain, say):
