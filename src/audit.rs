@@ -1,7 +1,13 @@
-//! The audit log: one JSON line per attempt to use a tool that changes anything, whether it was
-//! refused, failed or went through. Account ids are masked. Each line is written and flushed to
-//! disk (`fsync`) before the tool's result is returned, so a crash right after an order cannot
-//! lose its record. The file is only ever appended to.
+//! The audit log: JSON lines about every attempt to use a tool that changes anything, whether it
+//! was refused, failed or went through. Account ids are masked.
+//!
+//! An attempt that reaches the point of sending first writes an **intent** line (what is about
+//! to be sent), flushed to disk (`fsync`); if that write fails, nothing is sent and the tool says
+//! so. After the gateway answered (or the call failed), a **result** line with the same `id`
+//! records the outcome. An attempt refused before sending has only its result line. A line is
+//! written whole or not at all: a failed write is cut back to where the line started, so the
+//! file never holds half a line. The server writes a `start` line when it starts with trading
+//! allowed and refuses to start if it cannot. The file is only ever appended to.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -10,18 +16,22 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// One write attempt.
+/// One line about a write attempt.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     /// RFC 3339 time the attempt started.
     pub time: String,
+    /// The attempt's id: its intent and result lines share it.
+    pub id: String,
+    /// `intent` (about to send) or `result`.
+    pub phase: &'static str,
     /// Tool name.
     pub tool: String,
     /// operationId it maps to.
     pub operation: String,
     /// Arguments as received, account ids masked.
     pub arguments: Value,
-    /// `sent` (reached the gateway) or `refused` (stopped before).
+    /// `sending` (intent), `sent` (reached the gateway) or `refused` (stopped before).
     pub decision: &'static str,
     /// Why it was refused, or why a sent call failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,10 +66,34 @@ impl AuditLog {
 
     /// Appends `entry` and flushes it to disk.
     pub async fn record(self: &Arc<Self>, entry: Entry) -> Result<(), String> {
+        let line = serde_json::to_vec(&entry).map_err(|e| e.to_string())?;
+        self.append(line).await
+    }
+
+    /// Appends any JSON value as a line (events such as the kill switch).
+    pub async fn record_value(self: &Arc<Self>, value: Value) -> Result<(), String> {
+        let line = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+        self.append(line).await
+    }
+
+    async fn append(self: &Arc<Self>, line: Vec<u8>) -> Result<(), String> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.write(&entry))
+        tokio::task::spawn_blocking(move || this.write(line))
             .await
             .map_err(|e| format!("audit writer stopped: {e}"))?
+    }
+
+    /// Writes the `start` line now, synchronously: the server does not start with trading
+    /// allowed when its audit log cannot be written.
+    pub fn start(&self, settings: Value) -> Result<(), String> {
+        let line = serde_json::to_vec(&serde_json::json!({
+            "time": now(),
+            "phase": "start",
+            "version": env!("CARGO_PKG_VERSION"),
+            "settings": settings,
+        }))
+        .map_err(|e| e.to_string())?;
+        self.write(line)
     }
 
     /// Opens the file now (a write is refused when it cannot be recorded).
@@ -89,15 +123,26 @@ impl AuditLog {
         Ok(())
     }
 
-    fn write(&self, entry: &Entry) -> Result<(), String> {
-        let mut line = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
+    fn write(&self, mut line: Vec<u8>) -> Result<(), String> {
         line.push(b'\n');
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
         self.open(&mut guard)?;
         let f = guard.as_mut().expect("opened above");
-        f.write_all(&line)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| format!("cannot write {}: {e}", self.path.display()))
+        // Where this line starts: a failed write is cut back to it (no half lines).
+        let start = f.metadata().map(|m| m.len()).ok();
+        match f.write_all(&line).and_then(|()| f.sync_data()) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Some(len) = start
+                    && f.metadata().is_ok_and(|m| m.len() > len)
+                {
+                    let _ = f.set_len(len).and_then(|()| f.sync_data());
+                }
+                // Open again next time: the handle may be in a bad state.
+                *guard = None;
+                Err(format!("cannot write {}: {e}", self.path.display()))
+            }
+        }
     }
 }
 
@@ -171,6 +216,8 @@ mod tests {
         for i in 0..3 {
             log.record(Entry {
                 time: now(),
+                id: format!("t{i}"),
+                phase: "result",
                 tool: "place_orders".into(),
                 operation: "op".into(),
                 arguments: json!({"i": i}),

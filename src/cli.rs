@@ -1,4 +1,5 @@
-//! Command line: `ibkr-mcp serve`, `ibkr-mcp sim`, `ibkr-mcp tools`, `ibkr-mcp spec patch|report`.
+//! Command line: `ibkr-mcp serve`, `ibkr-mcp sim`, `ibkr-mcp tools`, `ibkr-mcp spec patch|report`,
+//! `ibkr-mcp halt|resume` (the kill switch).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,26 @@ pub enum Command {
     /// Work with IBKR's OpenAPI document: write the repaired document, or report on a repair.
     #[command(subcommand)]
     Spec(SpecCommand),
+    /// Throw the kill switch: a running server (and any started later) refuses every tool that
+    /// changes anything until `ibkr-mcp resume`. No tool can lift it.
+    Halt {
+        /// Also cancel the working orders of the accounts the server may act on (the running
+        /// server does it within a few seconds and records each in its audit log).
+        #[arg(long)]
+        cancel_orders: bool,
+        /// Why (shown to the model and in `get_session_status`).
+        #[arg(long, default_value = "stopped by the user")]
+        reason: String,
+        /// Where the switch is.
+        #[command(flatten)]
+        switch: crate::config::KillSwitchArgs,
+    },
+    /// Lift the kill switch.
+    Resume {
+        /// Where the switch is.
+        #[command(flatten)]
+        switch: crate::config::KillSwitchArgs,
+    },
 }
 
 /// `ibkr-mcp spec ...`
@@ -92,6 +113,48 @@ pub enum ToolsFormat {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Spec(cmd) => run_spec(cmd),
+        Command::Halt {
+            cancel_orders,
+            reason,
+            switch,
+        } => {
+            let ks = crate::halt::KillSwitch::new(crate::config::kill_switch_path(
+                switch.kill_switch_file.as_deref(),
+            ));
+            let halt = ks
+                .engage(&reason, cancel_orders)
+                .with_context(|| format!("cannot write the kill switch {}", ks.path().display()))?;
+            println!(
+                "kill switch thrown at {} ({}): every tool that changes anything is refused{}. \
+                 Lift it with `ibkr-mcp resume`.",
+                halt.since,
+                ks.path().display(),
+                if cancel_orders {
+                    "; working orders are being cancelled by the running server"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { switch } => {
+            let ks = crate::halt::KillSwitch::new(crate::config::kill_switch_path(
+                switch.kill_switch_file.as_deref(),
+            ));
+            let was = ks.release().with_context(|| {
+                format!("cannot remove the kill switch {}", ks.path().display())
+            })?;
+            println!(
+                "{} ({})",
+                if was {
+                    "kill switch lifted: write tools work again"
+                } else {
+                    "the kill switch was not thrown"
+                },
+                ks.path().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Tools { format } => {
             let tools = crate::mcp::catalog::all();
             match format {

@@ -139,11 +139,30 @@ pub struct ServeConfig {
     #[arg(long, env = "IBKR_MCP_PREVIEW_TTL", default_value_t = 120)]
     pub preview_ttl: u64,
 
-    /// Append-only JSON Lines record of every write attempt (tool, masked arguments, policy
-    /// decision, gateway result). Default: $XDG_STATE_HOME/ibkr-mcp/audit.jsonl, else
-    /// ~/.local/state/ibkr-mcp/audit.jsonl.
+    /// Append-only JSON Lines record of every write attempt (an intent line before anything is
+    /// sent, then the policy decision and gateway result; masked account ids). Default:
+    /// $XDG_STATE_HOME/ibkr-mcp/audit.jsonl, else ~/.local/state/ibkr-mcp/audit.jsonl. With
+    /// --allow-trading the server does not start when it cannot write there.
     #[arg(long, env = "IBKR_MCP_AUDIT_LOG")]
     pub audit_log: Option<std::path::PathBuf>,
+
+    /// The kill switch file: while it exists, every tool that changes anything is refused and
+    /// no order, modification or question reply leaves the server. `ibkr-mcp halt` creates it
+    /// (with --cancel-orders, the server also cancels working orders), `ibkr-mcp resume`
+    /// removes it; no tool can. Default: $XDG_STATE_HOME/ibkr-mcp/HALT, else
+    /// ~/.local/state/ibkr-mcp/HALT.
+    #[arg(long, env = "IBKR_MCP_KILL_SWITCH_FILE")]
+    pub kill_switch_file: Option<std::path::PathBuf>,
+
+    /// Serve the tools that suppress IBKR's order questions for the session (and reset that).
+    /// Off: a model cannot switch off the warnings a person confirms; the user can still
+    /// suppress chosen ids at start with --suppress-question-ids.
+    #[arg(
+        long,
+        env = "IBKR_MCP_ALLOW_QUESTION_SUPPRESSION",
+        default_value_t = false
+    )]
+    pub allow_question_suppression: bool,
 
     /// Bearer token MCP clients must send (`Authorization: Bearer ...`), at least 32
     /// characters. Required to listen on a non-loopback address.
@@ -168,6 +187,16 @@ pub struct ServeConfig {
     /// Seconds a client has to send a request's headers, and then its body.
     #[arg(long, env = "IBKR_MCP_CLIENT_TIMEOUT", default_value_t = 30)]
     pub client_timeout: u64,
+
+    /// Most MCP sessions (streamable HTTP, protocol versions before 2026-07-28) alive at once;
+    /// an `initialize` beyond it is refused with HTTP 503 until sessions close or expire.
+    #[arg(long, env = "IBKR_MCP_MAX_SESSIONS", default_value_t = 64)]
+    pub max_sessions: usize,
+
+    /// Seconds an MCP session may stay idle before it is closed (its client then starts a new
+    /// one).
+    #[arg(long, env = "IBKR_MCP_SESSION_IDLE_TIMEOUT", default_value_t = 120)]
+    pub session_idle_timeout: u64,
 
     /// Keep the gateway session alive and usable: tickle, open the brokerage session when it
     /// lapses (ssodh/init), check it before tools that need it. Turn off only when something
@@ -324,6 +353,20 @@ impl ServeConfig {
                     .into(),
             );
         }
+        if self.max_sessions == 0 || self.session_idle_timeout == 0 {
+            return Err(
+                "--max-sessions (IBKR_MCP_MAX_SESSIONS) and --session-idle-timeout \
+                 (IBKR_MCP_SESSION_IDLE_TIMEOUT) must be at least 1"
+                    .into(),
+            );
+        }
+        if self.allow_question_suppression && !self.allow_trading {
+            return Err(
+                "--allow-question-suppression (IBKR_MCP_ALLOW_QUESTION_SUPPRESSION) needs \
+                 --allow-trading (IBKR_MCP_ALLOW_TRADING) as well"
+                    .into(),
+            );
+        }
         if self.client_timeout == 0 || self.max_request_bytes < 1024 {
             return Err(
                 "--client-timeout must be at least 1 s and --max-request-bytes at least \
@@ -336,19 +379,15 @@ impl ServeConfig {
 
     /// Where the audit log is written.
     pub fn audit_path(&self) -> std::path::PathBuf {
-        if let Some(p) = &self.audit_log {
-            return p.clone();
+        match &self.audit_log {
+            Some(p) => p.clone(),
+            None => state_file("audit.jsonl"),
         }
-        let state = std::env::var_os("XDG_STATE_HOME")
-            .filter(|v| !v.is_empty())
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
-            });
-        match state {
-            Some(dir) => dir.join("ibkr-mcp").join("audit.jsonl"),
-            None => std::path::PathBuf::from("ibkr-mcp-audit.jsonl"),
-        }
+    }
+
+    /// Where the kill switch file is.
+    pub fn kill_switch_path(&self) -> std::path::PathBuf {
+        kill_switch_path(self.kill_switch_file.as_deref())
     }
 
     /// Per-request timeout.
@@ -412,6 +451,34 @@ pub fn markdown_table() -> String {
         s.push_str(&format!("| `--{long}` | {env} | {default} | {help} |\n"));
     }
     s
+}
+
+/// `name` in this server's state folder: $XDG_STATE_HOME/ibkr-mcp, else
+/// ~/.local/state/ibkr-mcp, else the working folder (as `ibkr-mcp-<name>`).
+pub fn state_file(name: &str) -> std::path::PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        });
+    match state {
+        Some(dir) => dir.join("ibkr-mcp").join(name),
+        None => std::path::PathBuf::from(format!("ibkr-mcp-{name}")),
+    }
+}
+
+/// The kill switch file: `explicit`, else `HALT` in the state folder.
+pub fn kill_switch_path(explicit: Option<&std::path::Path>) -> std::path::PathBuf {
+    explicit.map_or_else(|| state_file("HALT"), std::path::Path::to_path_buf)
+}
+
+/// `ibkr-mcp halt` and `ibkr-mcp resume`: where the kill switch file is.
+#[derive(Debug, Clone, Args)]
+pub struct KillSwitchArgs {
+    /// The kill switch file of the server to stop (the same setting as `serve`).
+    #[arg(long, env = "IBKR_MCP_KILL_SWITCH_FILE")]
+    pub kill_switch_file: Option<std::path::PathBuf>,
 }
 
 /// A secret setting: never printed (`Debug` shows `***`).

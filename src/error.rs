@@ -90,6 +90,14 @@ pub enum ToolError {
         status: u16,
         /// What the body looks like.
         detail: String,
+        /// The request changes state and IBKR accepted it: it may have been carried out.
+        write: bool,
+    },
+    /// A write was refused with 401 because the brokerage session had lapsed; the server
+    /// re-opened the session but does not send writes twice.
+    SessionLapsed {
+        /// Tool name.
+        tool: String,
     },
     /// This server's trading policy refused the call; nothing was sent.
     PolicyRefused {
@@ -101,7 +109,10 @@ pub enum ToolError {
     /// The audit log cannot be written, so no write is sent.
     AuditUnavailable(String),
     /// Another session holds the brokerage session.
-    Competing,
+    Competing {
+        /// Whether this server offers `init_brokerage_session` to take it over.
+        can_take_over: bool,
+    },
     /// IBKR asked a question about an order; it waits for an explicit confirmation.
     QuestionPending {
         /// The order, in words.
@@ -147,7 +158,8 @@ impl ToolError {
             ToolError::BadReply { .. } => "bad_reply",
             ToolError::PolicyRefused { .. } => "policy_refused",
             ToolError::AuditUnavailable(_) => "audit_unavailable",
-            ToolError::Competing => "competing_session",
+            ToolError::SessionLapsed { .. } => "session_lapsed",
+            ToolError::Competing { .. } => "competing_session",
             ToolError::QuestionPending { .. } => "order_question",
             ToolError::Declined { .. } => "declined",
             ToolError::OrderChainFailed(_) => "order_chain_failed",
@@ -254,9 +266,25 @@ impl ToolError {
                 }
                 s
             }
-            ToolError::BadReply { status, detail } => format!(
+            ToolError::BadReply {
+                status,
+                detail,
+                write: true,
+            } => format!(
+                "The gateway answered HTTP {status}, but its reply cannot be read ({detail}). \
+                 The request may have reached IBKR and been carried out: it was NOT retried. \
+                 Check the current state (for orders: list_orders) before doing anything else; \
+                 do not send it again blindly."
+            ),
+            ToolError::BadReply { status, detail, .. } => format!(
                 "The gateway answered HTTP {status} but the body is not the JSON this operation \
                  returns ({detail}). This happens while the gateway restarts; try again shortly."
+            ),
+            ToolError::SessionLapsed { tool } => format!(
+                "IBKR refused this request with HTTP 401 because the brokerage session had \
+                 lapsed (it times out when idle, and another login or a gateway restart ends it), \
+                 so it was NOT carried out. This server has re-opened the session; call `{tool}` \
+                 again if it is still wanted."
             ),
             ToolError::PolicyRefused { message, .. } => format!(
                 "Refused by this server's trading policy; nothing was sent to IBKR: {message}"
@@ -266,12 +294,27 @@ impl ToolError {
                  written ({m}). The user can point it elsewhere with --audit-log \
                  (IBKR_MCP_AUDIT_LOG)."
             ),
-            ToolError::Competing => "Another session (TWS, the IBKR mobile app, or another \
-                 gateway) holds the brokerage session, so this one cannot trade or read iserver \
-                 data now. Ask the user whether to take it over; only if they agree, call \
-                 init_brokerage_session with body {\"compete\": true, \"publish\": true} (that \
-                 disconnects the other session)."
-                .to_string(),
+            ToolError::Competing { can_take_over } => {
+                let mut s = String::from(
+                    "Another session (TWS, the IBKR mobile app, or another gateway) holds the \
+                     brokerage session, so this one cannot trade or read iserver data now. ",
+                );
+                if *can_take_over {
+                    s.push_str(
+                        "Ask the user whether to take it over; only if they agree, call \
+                         init_brokerage_session with body {\"compete\": true, \"publish\": true} \
+                         (that disconnects the other session).",
+                    );
+                } else {
+                    s.push_str(
+                        "Tell the user: they can log out of the other session (TWS, the mobile \
+                         app), or let this server take it over by restarting it with \
+                         --take-over-competing (IBKR_MCP_TAKE_OVER_COMPETING=true). This server \
+                         then recovers by itself; call the tool again afterwards.",
+                    );
+                }
+                s
+            }
             ToolError::QuestionPending {
                 order,
                 reply_id,
@@ -332,6 +375,16 @@ impl ToolError {
         }
         json!({ "error": e })
     }
+}
+
+/// The innermost error: "Connection refused (os error 111)" rather than reqwest's layers (whose
+/// outer text names the URL).
+pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// IBKR's own message from an error body: `error`, `message` or `msg` of a JSON object, else

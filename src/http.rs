@@ -2,11 +2,16 @@
 //! up) and `/readyz` (the gateway is reachable and its brokerage session authenticated).
 //!
 //! Every request first passes `guard`: the `Host` header must be an allowed host (DNS
-//! rebinding protection), an `Origin` header, if present, an allowed origin, and, when a token
-//! is configured, `Authorization: Bearer <token>` must match it (compared in constant time;
-//! `/healthz` is exempt so container health checks need no secret). Request bodies are read
-//! whole, up to a size limit and within a time limit, and [`serve`] gives clients a time limit
-//! for sending headers, so a slow or oversized client cannot tie the server up.
+//! rebinding protection), an `Origin` header, if present, an allowed origin or the server's own
+//! (`http://` + the allowed `Host`), and, when a token is configured, `Authorization: Bearer
+//! <token>` must match it (compared in constant time; `/healthz` is exempt so container health
+//! checks need no secret). Request bodies are read whole, up to a size limit and within a time
+//! limit, and [`serve`] gives clients a time limit for sending headers, so a slow or oversized
+//! client cannot tie the server up. A body that is not JSON gets HTTP 400 with a JSON-RPC parse
+//! error; an `initialize` beyond `--max-sessions` live sessions gets HTTP 503 with a JSON-RPC
+//! error saying so ([`sessions`]); closing a session (`DELETE /mcp`) answers 204.
+
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +24,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +43,10 @@ pub struct HttpOptions {
     pub max_request_bytes: usize,
     /// Time a client has to send a request body.
     pub client_timeout: Duration,
+    /// Most MCP sessions alive at once.
+    pub max_sessions: usize,
+    /// Idle time after which an MCP session is closed.
+    pub session_idle_timeout: Duration,
     /// Cancelled to shut down.
     pub shutdown: CancellationToken,
 }
@@ -50,6 +58,7 @@ struct Guard {
     token: Option<String>,
     max_body: usize,
     body_timeout: Duration,
+    sessions: Arc<sessions::CappedSessions>,
 }
 
 /// The router: MCP, health and readiness, behind the guard.
@@ -59,9 +68,13 @@ pub fn app(state: Arc<ServerState>, opts: &HttpOptions) -> Router {
         .with_max_request_body_bytes(opts.max_request_bytes)
         .with_cancellation_token(opts.shutdown.child_token());
     let factory_state = state.clone();
+    let sessions = Arc::new(sessions::CappedSessions::new(
+        opts.max_sessions,
+        opts.session_idle_timeout,
+    ));
     let mcp = StreamableHttpService::new(
         move || Ok(IbkrServer::new(factory_state.clone())),
-        Arc::new(LocalSessionManager::default()),
+        sessions.clone(),
         config,
     );
     let guard = Arc::new(Guard {
@@ -70,6 +83,7 @@ pub fn app(state: Arc<ServerState>, opts: &HttpOptions) -> Router {
         token: opts.token.clone(),
         max_body: opts.max_request_bytes,
         body_timeout: opts.client_timeout,
+        sessions,
     });
     Router::new()
         .route("/healthz", get(healthz))
@@ -110,7 +124,12 @@ async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Respons
     }
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        if !g.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+        // The server's own origin (a page it serves, or a client that sends it) is same-origin:
+        // the Host check above already stops DNS rebinding.
+        let own = ["http://", "https://"]
+            .iter()
+            .any(|scheme| origin.eq_ignore_ascii_case(&format!("{scheme}{host}")));
+        if !own && !g.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
             tracing::warn!(origin, "request refused: Origin not allowed");
             return refusal(
                 StatusCode::FORBIDDEN,
@@ -177,8 +196,60 @@ async fn bounded_body(State(g): State<Arc<Guard>>, req: Request, next: Next) -> 
             }
             Ok(Ok(b)) => b,
         };
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let is_mcp = matches!(parts.uri.path(), "/mcp" | "/mcp/");
+    if is_mcp && parts.method == axum::http::Method::POST {
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Err(e) => {
+                return jsonrpc_error(
+                    StatusCode::BAD_REQUEST,
+                    -32700,
+                    format!("Parse error: the request body is not JSON ({e})"),
+                );
+            }
+            Ok(v)
+                if v.get("method").and_then(serde_json::Value::as_str) == Some("initialize")
+                    && parts.headers.get("mcp-session-id").is_none()
+                    && g.sessions.full() =>
+            {
+                tracing::warn!(
+                    live = g.sessions.live(),
+                    "initialize refused: too many MCP sessions"
+                );
+                return jsonrpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    -32000,
+                    format!(
+                        "too many MCP sessions ({} alive, the limit set with --max-sessions / \
+                         IBKR_MCP_MAX_SESSIONS); close idle sessions or try again when they \
+                         expire",
+                        g.sessions.live()
+                    ),
+                );
+            }
+            Ok(_) => {}
+        }
+    }
+    let is_delete = parts.method == axum::http::Method::DELETE;
+    let mut response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    // rmcp answers a closed session with 202; clients expect 200 or 204.
+    if is_mcp && is_delete && response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        *response.body_mut() = Body::empty();
+    }
+    response
+}
+
+/// A JSON-RPC error with no id (the request could not be read), with an HTTP status.
+fn jsonrpc_error(status: StatusCode, code: i64, message: String) -> Response {
+    (
+        status,
+        Json(
+            json!({ "jsonrpc": "2.0", "id": null, "error": { "code": code, "message": message } }),
+        ),
+    )
+        .into_response()
 }
 
 /// Whether a `Host` header value is allowed.

@@ -41,6 +41,18 @@ pub mod operations {
     use super::GeneratedOperation;
     include!(concat!(env!("OUT_DIR"), "/operations.rs"));
 
+    /// The path template of `operation_id`.
+    pub fn template(operation_id: &str) -> Option<&'static str> {
+        static BY_ID: std::sync::LazyLock<std::collections::HashMap<&'static str, &'static str>> =
+            std::sync::LazyLock::new(|| {
+                OPERATIONS
+                    .iter()
+                    .map(|op| (op.operation_id, op.path))
+                    .collect()
+            });
+        BY_ID.get(operation_id).copied()
+    }
+
     /// Looks an operation up by HTTP method and path template (parameter names ignored).
     pub fn find(method: &str, path: &str) -> Option<&'static GeneratedOperation> {
         let key = crate::spec::normalize_template(path);
@@ -92,11 +104,104 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, reqwest::Error> {
         .timeout(opts.timeout)
         .tls_danger_accept_invalid_certs(opts.accept_invalid_certs)
         .build()?;
+    let base = opts.base_url.trim_end_matches('/');
+    let base_path = reqwest::Url::parse(base)
+        .map(|u| u.path().trim_end_matches('/').to_string())
+        .unwrap_or_default();
     Ok(Client::new_with_client(
-        opts.base_url.trim_end_matches('/'),
+        base,
         http,
-        opts.hooks.clone(),
+        opts.hooks.clone().with_base_path(base_path),
     ))
+}
+
+/// One internal request's 2xx JSON reply, or why there is none.
+async fn json_reply<T, E>(
+    what: &str,
+    send: impl std::future::Future<
+        Output = Result<progenitor_client::ResponseValue<T>, progenitor_client::Error<E>>,
+    >,
+) -> Result<serde_json::Value, market::LookupError>
+where
+    E: std::fmt::Debug,
+{
+    let (result, record) = hooks::capture(send).await;
+    let Some(reply) = record.reply else {
+        let why = match result {
+            Err(progenitor_client::Error::CommunicationError(e)) => crate::error::root_cause(&e),
+            Err(progenitor_client::Error::Custom(text)) => text,
+            Err(other) => other.to_string(),
+            Ok(_) => "no reply".into(),
+        };
+        return Err(market::LookupError {
+            message: format!("{what}: no reply from the gateway ({why})"),
+            status: None,
+        });
+    };
+    if !(200..300).contains(&reply.status) {
+        return Err(market::LookupError {
+            message: format!(
+                "{what}: the gateway answered HTTP {}: {}",
+                reply.status,
+                crate::error::ibkr_message(&reply.body)
+            ),
+            status: Some(reply.status),
+        });
+    }
+    serde_json::from_slice(&reply.body).map_err(|e| market::LookupError {
+        message: format!("{what}: the reply is not JSON: {e}"),
+        status: Some(reply.status),
+    })
+}
+
+/// `GET /iserver/accounts`: the login's accounts (IBKR wants it called once per brokerage
+/// session before orders). The trading policy learns the paper accounts from the reply.
+pub async fn fetch_accounts(client: &Client) -> Result<serde_json::Value, market::LookupError> {
+    json_reply("/iserver/accounts", client.get_iserver_accounts().send()).await
+}
+
+/// `GET /portfolio/accounts`: the portfolio accounts (`type: "DEMO"` marks paper accounts).
+pub async fn fetch_portfolio_accounts(
+    client: &Client,
+) -> Result<serde_json::Value, market::LookupError> {
+    json_reply(
+        "/portfolio/accounts",
+        client.get_portfolio_accounts().send(),
+    )
+    .await
+}
+
+/// `GET /iserver/account/orders?accountId=…`: the live orders of one account.
+pub async fn fetch_live_orders(
+    client: &Client,
+    account: &str,
+) -> Result<serde_json::Value, market::LookupError> {
+    json_reply(
+        "/iserver/account/orders",
+        client
+            .get_iserver_account_orders()
+            .account_id(account.to_string())
+            .send(),
+    )
+    .await
+}
+
+/// `DELETE /iserver/account/{account}/order/{order}`: asks IBKR to cancel one order (sent
+/// once, never retried).
+pub async fn cancel_order(
+    client: &Client,
+    account: &str,
+    order: &str,
+) -> Result<serde_json::Value, market::LookupError> {
+    json_reply(
+        "cancel order",
+        client
+            .delete_iserver_account_account_id_order_order_id()
+            .account_id(account.to_string())
+            .order_id(order.to_string())
+            .send(),
+    )
+    .await
 }
 
 /// What `/readyz` reports: whether the gateway answers and its brokerage session is usable.

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod halt;
 pub mod http;
 pub mod ibkr;
 pub mod mcp;

@@ -9,6 +9,7 @@
 pub mod args;
 pub mod catalog;
 pub mod dispatch;
+pub mod halt;
 pub mod orders;
 pub mod quotes;
 pub mod results;
@@ -40,8 +41,9 @@ pub struct ServerState {
     pub results: results::Context,
     /// Whether tools that change state may run.
     pub allow_trading: bool,
-    /// Trading limits and preview tokens.
-    pub policy: policy::Policy,
+    /// Trading limits, preview tokens, the account book and the kill switch (also the
+    /// request guard of the client).
+    pub policy: Arc<policy::Policy>,
     /// Serving against the built-in simulator (`--demo`).
     pub demo: bool,
     /// The session manager (absent with `--session-keepalive false`).
@@ -173,8 +175,9 @@ impl IbkrServer {
 
     /// Runs one tool call to its result. Unknown tools are protocol errors; everything else,
     /// including gateway failures and policy refusals, is a tool result. Every attempt to use a
-    /// tool that changes anything is recorded in the audit log before the result is returned.
-    /// `human` is asked (elicitation) where a person must decide.
+    /// tool that changes anything is recorded in the audit log: an intent line before anything
+    /// is sent (nothing is sent if it cannot be written) and a result line before the result is
+    /// returned. `human` is asked (elicitation) where a person must decide.
     /// `resume` carries a stateless client's answer (`requestState`, `inputResponses`) to an
     /// earlier `InputRequiredResult`.
     pub async fn call_with(
@@ -185,28 +188,17 @@ impl IbkrServer {
         resume: Option<(String, Option<rmcp::model::InputResponses>)>,
     ) -> Result<CallToolResponse, McpError> {
         let state = &self.state;
-        let started = std::time::Instant::now();
-        let time = audit::now();
+        let ctx = CallCtx::new();
         let def = match state.inventory.get(name) {
             Some(def) => def,
             None => {
                 let known = catalog::all().iter().find(|t| t.name == name);
-                if state.inventory.is_hidden_write(name)
-                    && let Some(def) = known
+                if let Some(def) = known
+                    && let Some(e) = state.inventory.hidden_refusal(name)
                 {
-                    let e = ToolError::TradingDisabled {
-                        tool: name.to_string(),
-                    };
                     let attempt = Attempt::refused(&e);
                     return Ok(self
-                        .audited(
-                            def,
-                            &arguments,
-                            time,
-                            started,
-                            attempt,
-                            results::failure(&e).into(),
-                        )
+                        .audited(def, &arguments, &ctx, attempt, results::failure(&e).into())
                         .await);
                 }
                 let hint = known
@@ -233,12 +225,12 @@ impl IbkrServer {
             // Boxed: these futures are large (every tool's generated call), and deep typed
             // deserialization needs the stack.
             Some((handle, responses)) => {
-                Box::pin(self.resume(def, arguments, human, &handle, responses.as_ref()))
+                Box::pin(self.resume(def, arguments, human, &handle, responses.as_ref(), &ctx))
                     .instrument(span.clone())
                     .await?
             }
             None => {
-                Box::pin(self.run(def, arguments, human, false))
+                Box::pin(self.run(def, arguments, human, false, &ctx))
                     .instrument(span.clone())
                     .await?
             }
@@ -247,15 +239,20 @@ impl IbkrServer {
             return Ok(result);
         }
         Ok(self
-            .audited(def, &audit_args, time, started, attempt, result)
+            .audited(def, &audit_args, &ctx, attempt, result)
             .instrument(span)
             .await)
     }
 
-    /// The session status as JSON: the manager's view, or a direct probe without one.
+    /// The session status as JSON: the manager's view (checked again when it is more than a
+    /// few seconds old), or a direct probe without one; plus the kill switch and what the
+    /// policy knows about the login's accounts.
     pub async fn session_json(&self) -> serde_json::Value {
-        match &self.state.session {
-            Some(s) => serde_json::to_value(s.status()).unwrap_or_default(),
+        let mut v = match &self.state.session {
+            Some(s) => {
+                s.refresh_if_older_than(STATUS_MAX_AGE).await;
+                serde_json::to_value(s.status()).unwrap_or_default()
+            }
             None => {
                 let probe = crate::ibkr::probe(&self.state.client).await;
                 let mut v = serde_json::to_value(probe).unwrap_or_default();
@@ -264,7 +261,30 @@ impl IbkrServer {
                 );
                 v
             }
+        };
+        let policy = &self.state.policy;
+        if let Some(k) = policy.kill_switch() {
+            v["kill_switch"] = match k.engaged() {
+                Some(h) => serde_json::json!({
+                    "engaged": true, "since": h.since, "reason": h.reason,
+                    "cancel_orders": h.cancel_orders,
+                    "meaning": "every tool that changes anything is refused; only the user can lift it (ibkr-mcp resume)",
+                }),
+                None => serde_json::json!({ "engaged": false }),
+            };
         }
+        if self.state.allow_trading {
+            let (paper, live) = policy.book().summary();
+            let mask = |l: Vec<String>| -> Vec<String> {
+                l.iter().map(|a| crate::audit::mask_account(a)).collect()
+            };
+            v["trading_accounts"] = serde_json::json!({
+                "paper": mask(paper),
+                "live": mask(live),
+                "live_allowed": policy.limits().allow_live,
+            });
+        }
+        v
     }
 
     async fn server_tool(
@@ -292,53 +312,154 @@ impl IbkrServer {
         }
     }
 
-    /// Records a write attempt; if that fails after the call went out, the result says so.
+    /// Records the result of a write attempt; if that fails after the call went out, the
+    /// result says so.
     async fn audited(
         &self,
         def: &ToolDef,
         arguments: &Option<rmcp::model::JsonObject>,
-        time: String,
-        started: std::time::Instant,
+        ctx: &CallCtx,
         attempt: Attempt,
         mut result: CallToolResponse,
     ) -> CallToolResponse {
         let mut masked = serde_json::Value::Object(arguments.clone().unwrap_or_default());
         audit::mask_accounts(&mut masked);
         let entry = audit::Entry {
-            time,
+            time: ctx.time.clone(),
+            id: ctx.id.clone(),
+            phase: "result",
             tool: def.name.clone(),
             operation: def.operation_id.clone(),
             arguments: masked,
             decision: attempt.decision,
             reason: attempt.reason,
             result: attempt.result,
-            duration_ms: started.elapsed().as_millis() as u64,
+            duration_ms: ctx.started.elapsed().as_millis() as u64,
         };
         if let Err(e) = self.state.audit.record(entry).await {
             tracing::error!(error = %e, tool = %def.name, "audit log write failed");
             if let CallToolResponse::Complete(r) = &mut result {
                 r.content.push(rmcp::model::ContentBlock::text(format!(
-                    "Warning: this call could not be recorded in the audit log ({e})."
+                    "Warning: the outcome of this call could not be recorded in the audit log \
+                     ({e}); its intent was recorded before it was sent."
                 )));
             }
         }
         result
     }
 
-    /// Validates, checks the policy and the session, sends, runs order questions and the
-    /// snapshot pre-flight, shapes. Returns what the audit log records.
+    /// Writes the intent line of a write attempt, just before it is sent.
+    async fn intent(
+        &self,
+        def: &ToolDef,
+        args: &serde_json::Map<String, serde_json::Value>,
+        ctx: &CallCtx,
+    ) -> Result<(), ToolError> {
+        let mut masked = serde_json::Value::Object(args.clone());
+        audit::mask_accounts(&mut masked);
+        self.state
+            .audit
+            .record(audit::Entry {
+                time: audit::now(),
+                id: ctx.id.clone(),
+                phase: "intent",
+                tool: def.name.clone(),
+                operation: def.operation_id.clone(),
+                arguments: masked,
+                decision: "sending",
+                reason: None,
+                result: None,
+                duration_ms: ctx.started.elapsed().as_millis() as u64,
+            })
+            .await
+            .map_err(ToolError::AuditUnavailable)
+    }
+
+    /// Makes sure the account book knows the login's accounts before a write that names some.
+    async fn ensure_account_book(&self, args: &serde_json::Map<String, serde_json::Value>) {
+        let policy = &self.state.policy;
+        if policy::accounts_in(args).is_empty() {
+            return;
+        }
+        if !policy.book().is_loaded() {
+            // Learned by the policy as the reply passes the request guard.
+            if let Err(e) = crate::ibkr::fetch_accounts(&self.state.client).await {
+                tracing::info!(error = %e, "cannot read the account list");
+            }
+        }
+        if policy.book().needs_portfolio()
+            && let Err(e) = crate::ibkr::fetch_portfolio_accounts(&self.state.client).await
+        {
+            tracing::info!(error = %e, "cannot read the portfolio account list");
+        }
+    }
+
+    /// The session a tool needs, with one recovery attempt (see `SessionManager::ensure_ready`).
+    async fn ensure_session(&self, def: &ToolDef) -> Result<(), ToolError> {
+        let Some(session) = &self.state.session else {
+            return Ok(());
+        };
+        if !crate::ibkr::session::needs_brokerage_session(&def.path) {
+            return Ok(());
+        }
+        session
+            .ensure_ready(crate::ibkr::session::needs_accounts(&def.path))
+            .await
+            .map_err(|p| self.session_error(p))
+    }
+
+    /// The trading policy's checks; when one of its lookups finds the brokerage session gone,
+    /// the session is recovered and the checks run once more.
+    async fn check_policy(
+        &self,
+        def: &ToolDef,
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Option<policy::Reservation<'_>>, ToolError> {
+        let state = &self.state;
+        let op = def.operation_id.as_str();
+        let refusal = match state.policy.check(op, args, &state.client).await {
+            Ok(r) => return Ok(r),
+            Err(r) => r,
+        };
+        let refused = |r: policy::Refusal| {
+            tracing::info!(rule = r.rule, "refused by the trading policy");
+            ToolError::PolicyRefused {
+                rule: r.rule,
+                message: r.message,
+            }
+        };
+        let Some(session) = state.session.as_ref().filter(|_| refusal.session_lost) else {
+            return Err(refused(refusal));
+        };
+        session.saw_unauthorized();
+        session
+            .ensure_ready(true)
+            .await
+            .map_err(|p| self.session_error(p))?;
+        state
+            .policy
+            .check(op, args, &state.client)
+            .await
+            .map_err(refused)
+    }
+
+    /// Validates, authorizes (trading switch, kill switch, policy, preview token, human),
+    /// ensures the session, records the intent, sends (recovering a lapsed session once), runs
+    /// order questions and the snapshot pre-flight, shapes. Returns what the audit log records.
     async fn run(
         &self,
         def: &'static ToolDef,
         arguments: Option<rmcp::model::JsonObject>,
         human: &orders::Human,
         live_confirmed: bool,
+        ctx: &CallCtx,
     ) -> Result<(Attempt, CallToolResponse), McpError> {
         let state = &self.state;
         let refused = |e: ToolError| Ok((Attempt::refused(&e), results::failure(&e).into()));
         let op = def.operation_id.as_str();
+        let is_order = op == policy::PLACE_ORDERS || op == policy::MODIFY_ORDER;
         let mut arguments = arguments.unwrap_or_default();
-        let preview_token = if op == policy::PLACE_ORDERS && state.policy.limits().require_preview {
+        let preview_token = if is_order && state.policy.limits().require_preview {
             match arguments.remove(PREVIEW_TOKEN_ARG) {
                 Some(serde_json::Value::String(t)) => Some(t),
                 Some(_) => {
@@ -364,26 +485,38 @@ impl IbkrServer {
                 });
             }
         };
-        let is_order = op == policy::PLACE_ORDERS || op == policy::MODIFY_ORDER;
         let mut chain_from: Option<orders::Pending> = None;
+        let mut reservation = None;
         if !def.read_only {
             if !state.allow_trading {
                 return refused(ToolError::TradingDisabled {
                     tool: def.name.clone(),
                 });
             }
-            if let Err(r) = state.policy.check(op, &args, &state.client).await {
-                tracing::info!(rule = r.rule, "refused by the trading policy");
+            if let Err(r) = state.policy.check_halt() {
                 return refused(ToolError::PolicyRefused {
                     rule: r.rule,
                     message: r.message,
                 });
             }
-            if op == policy::PLACE_ORDERS
+        }
+        // The session comes before anything that talks to the gateway, the policy's lookups
+        // included.
+        if let Err(e) = self.ensure_session(def).await {
+            return refused(e);
+        }
+        if !def.read_only {
+            self.ensure_account_book(&args).await;
+            reservation = match self.check_policy(def, &args).await {
+                Ok(r) => r,
+                Err(e) => return refused(e),
+            };
+            if is_order
                 && state.policy.limits().require_preview
-                && let Err(r) = state
-                    .policy
-                    .redeem_preview_token(preview_token.as_deref(), &args)
+                && let Err(r) =
+                    state
+                        .policy
+                        .redeem_preview_token(preview_token.as_deref(), op, &args)
             {
                 return refused(ToolError::PolicyRefused {
                     rule: r.rule,
@@ -412,10 +545,10 @@ impl IbkrServer {
                 && state.confirm_live_orders
                 && policy::accounts_in(&args)
                     .iter()
-                    .any(|a| !policy::is_paper(a))
+                    .any(|a| !state.policy.is_paper(a))
                 && human.can_ask()
             {
-                let what = orders::describe(&args);
+                let what = self.describe_order(&args).await;
                 let message = format!("Send this order to a LIVE (real-money) account?\n\n{what}");
                 match human.confirm(&message).await {
                     orders::Answer::Yes => {}
@@ -443,17 +576,9 @@ impl IbkrServer {
                     }
                 }
             }
-            if let Err(e) = state.audit.ensure_open().await {
-                return refused(ToolError::AuditUnavailable(e));
+            if let Err(e) = self.intent(def, &args, ctx).await {
+                return refused(e);
             }
-        }
-        if let Some(session) = &state.session
-            && crate::ibkr::session::needs_brokerage_session(&def.path)
-            && let Err(p) = session
-                .ensure_ready(crate::ibkr::session::needs_accounts(&def.path))
-                .await
-        {
-            return refused(self.session_error(p));
         }
         let is_snapshot = op == SNAPSHOT;
         if is_snapshot {
@@ -463,20 +588,25 @@ impl IbkrServer {
         audit::mask_accounts(&mut logged);
         tracing::debug!(arguments = %logged, "calling");
 
-        let (mut sent, mut record) = self.send(def, &args).await?;
         let mut notes = Vec::new();
+        let (mut sent, mut record, lapsed) = self.send_recovering(def, &args, &mut notes).await?;
         if is_snapshot {
             self.warm_up(def, &args, &mut sent, &mut record, &mut notes)
                 .await?;
         }
         let reached_gateway = record.sent > 0;
-        if reached_gateway && is_order {
-            state.policy.record_sent(&args);
-        }
-        if record.reply.as_ref().is_some_and(|r| r.status == 401)
-            && let Some(session) = &state.session
+        if let Some(r) = reservation.take()
+            && reached_gateway
         {
-            session.saw_unauthorized();
+            r.keep();
+        }
+        if let (
+            Some(session),
+            Ok(dispatch::Sent::Failed(progenitor_client::Error::CommunicationError(e))),
+        ) = (&state.session, &sent)
+            && e.is_connect()
+        {
+            session.saw_unreachable(&crate::error::root_cause(e));
         }
         if op == UNSUBSCRIBE_ALL
             && let Some(session) = &state.session
@@ -509,10 +639,12 @@ impl IbkrServer {
             .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
             .filter(|v| orders::question_in(v).is_some());
         let mut answered = Vec::new();
-        let mut response: CallToolResponse = if let Some(first) = question_reply {
+        let mut response: CallToolResponse = if let Some(e) = lapsed {
+            results::failure(&e).into()
+        } else if let Some(first) = question_reply {
             let (order, rounds) = match &chain_from {
                 Some(p) => (p.order.clone(), p.rounds),
-                None => (orders::describe(&args), 0),
+                None => (self.describe_order(&args).await, 0),
             };
             let outcome = orders::run_chain(
                 &state.client,
@@ -548,10 +680,11 @@ impl IbkrServer {
         };
         let is_error = result.is_error.unwrap_or(false);
         if op == policy::PREVIEW_ORDERS && !is_error && state.policy.limits().require_preview {
-            let token = state.policy.issue_preview_token(&args);
+            let token = state.policy.issue_preview_token(op, &args);
             result.content.push(rmcp::model::ContentBlock::text(format!(
                 "Note: previewToken {token} — pass it as `{PREVIEW_TOKEN_ARG}` to place_orders \
-                 with exactly this accountId and body, within {} s (single use).",
+                 (or modify_order) with exactly this accountId and order, within {} s (single \
+                 use).",
                 state.policy.limits().preview_ttl.as_secs()
             )));
         }
@@ -655,6 +788,7 @@ impl IbkrServer {
         human: &orders::Human,
         handle: &str,
         responses: Option<&rmcp::model::InputResponses>,
+        ctx: &CallCtx,
     ) -> Result<(Attempt, CallToolResponse), McpError> {
         let state = &self.state;
         let expired = |why: &str| {
@@ -676,7 +810,7 @@ impl IbkrServer {
                 if policy::fingerprint(&args) != fingerprint {
                     return expired("the order differs from the one the user confirmed");
                 }
-                Box::pin(self.run(def, arguments, human, true)).await
+                Box::pin(self.run(def, arguments, human, true, ctx)).await
             }
             Some(orders::Continuation::Question {
                 tool,
@@ -687,6 +821,19 @@ impl IbkrServer {
                 text,
             }) if tool == def.name => {
                 let yes = orders::answer_in(responses) == orders::Answer::Yes;
+                if let Err(r) = state.policy.check_halt() {
+                    let e = ToolError::PolicyRefused {
+                        rule: r.rule,
+                        message: r.message,
+                    };
+                    return Ok((Attempt::refused(&e), results::failure(&e).into()));
+                }
+                let mut intent = arguments.clone().unwrap_or_default();
+                intent.insert("replyId".into(), reply_id.clone().into());
+                intent.insert("confirmed".into(), yes.into());
+                if let Err(e) = self.intent(def, &intent, ctx).await {
+                    return Ok((Attempt::refused(&e), results::failure(&e).into()));
+                }
                 let mut answered = answered;
                 answered.push(serde_json::json!({
                     "reply_id": reply_id, "text": text,
@@ -773,6 +920,69 @@ impl IbkrServer {
         Ok((sent, record))
     }
 
+    /// [`send`](Self::send); after a 401 (the brokerage session lapsed: timeout, a competing
+    /// login, a gateway restart) the session is recovered and a read is sent once more. A write
+    /// is never sent again: IBKR refused it with the 401, and the error says so. The error is
+    /// returned separately when the call cannot succeed.
+    async fn send_recovering(
+        &self,
+        def: &'static ToolDef,
+        args: &serde_json::Map<String, serde_json::Value>,
+        notes: &mut Vec<String>,
+    ) -> Result<
+        (
+            Result<dispatch::Sent, dispatch::ArgError>,
+            hooks::CallRecord,
+            Option<ToolError>,
+        ),
+        McpError,
+    > {
+        let (sent, record) = self.send(def, args).await?;
+        let unauthorized = record.reply.as_ref().is_some_and(|r| r.status == 401);
+        let Some(session) = self.state.session.as_ref().filter(|_| unauthorized) else {
+            return Ok((sent, record, None));
+        };
+        session.saw_unauthorized();
+        let need_accounts = crate::ibkr::session::needs_accounts(&def.path);
+        match session.ensure_ready(need_accounts).await {
+            Ok(()) if def.read_only => {
+                notes.push(
+                    "The brokerage session had lapsed (IBKR answered 401); this server re-opened                      it and asked again."
+                        .into(),
+                );
+                let (sent, record) = self.send(def, args).await?;
+                Ok((sent, record, None))
+            }
+            Ok(()) => Ok((
+                sent,
+                record,
+                Some(ToolError::SessionLapsed {
+                    tool: def.name.clone(),
+                }),
+            )),
+            Err(p) => Ok((sent, record, Some(self.session_error(p)))),
+        }
+    }
+
+    /// The orders of a call in words, with each contract's symbol when the gateway gives it.
+    async fn describe_order(&self, args: &serde_json::Map<String, serde_json::Value>) -> String {
+        let mut symbols = std::collections::HashMap::new();
+        for order in policy::orders_in(args) {
+            let Some(conid) = order.get("conid").and_then(crate::ibkr::market::number) else {
+                continue;
+            };
+            let conid = conid as i64;
+            if let std::collections::hash_map::Entry::Vacant(v) = symbols.entry(conid)
+                && let Ok(facts) =
+                    crate::ibkr::market::contract_facts(&self.state.client, conid).await
+                && let Some(symbol) = facts.symbol
+            {
+                v.insert(symbol);
+            }
+        }
+        orders::describe(args, &symbols)
+    }
+
     /// Asks again while requested contracts have no values yet, within `--snapshot-wait`.
     async fn warm_up(
         &self,
@@ -846,7 +1056,9 @@ impl IbkrServer {
                     "the gateway is logged in but the brokerage session could not be opened ({detail})"
                 )),
             },
-            Problem::Competing => ToolError::Competing,
+            Problem::Competing => ToolError::Competing {
+                can_take_over: self.state.inventory.get(TAKE_OVER_TOOL).is_some(),
+            },
         }
     }
 }
@@ -855,7 +1067,11 @@ impl IbkrServer {
 pub const SESSION_RESOURCE: &str = "ibkr://session";
 
 /// Operation that answers order questions.
-pub const REPLY_QUESTION: &str = "post_iserver_reply_reply_id";
+pub const REPLY_QUESTION: &str = policy::REPLY_QUESTION;
+/// The tool that opens (or takes over) the brokerage session.
+pub const TAKE_OVER_TOOL: &str = "init_brokerage_session";
+/// `get_session_status` checks the gateway again when its last look is older than this.
+const STATUS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Operation of the quote tool.
 pub const SNAPSHOT: &str = "get_iserver_marketdata_snapshot";
 /// Operation that drops every market data subscription.
@@ -866,6 +1082,24 @@ pub const PREVIEW_TOKEN_ARG: &str = "previewToken";
 
 /// Gateway bodies in the audit log are cut to this many bytes.
 const AUDIT_BODY_BYTES: usize = 2048;
+
+/// One tool call's identity in the audit log: its id, when it started.
+#[derive(Debug)]
+struct CallCtx {
+    id: String,
+    time: String,
+    started: std::time::Instant,
+}
+
+impl CallCtx {
+    fn new() -> Self {
+        Self {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            time: audit::now(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
 
 /// What the audit log records about one attempt.
 #[derive(Debug)]

@@ -28,6 +28,26 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
     hooks = hooks.with_cache(crate::ibkr::hooks::ReplyCache::new(
         crate::ibkr::pacing::cached_replies(),
     ));
+    // The trading policy is also the request guard: it checks the final path and body of every
+    // request of an operation that changes anything, tool or internal.
+    let policy = Arc::new(crate::policy::Policy::new(
+        crate::policy::Limits {
+            allow_live: cfg.allow_live_trading,
+            accounts: cfg.trading_accounts.clone(),
+            max_quantity: cfg.max_order_quantity,
+            max_notional: cfg.max_order_notional,
+            sec_types: cfg.allowed_sec_types.clone(),
+            max_orders_per_minute: cfg.max_orders_per_minute,
+            require_preview: cfg.require_preview,
+            preview_ttl: std::time::Duration::from_secs(cfg.preview_ttl),
+        },
+        catalog::all()
+            .iter()
+            .filter(|t| !t.read_only && !t.operation_id.is_empty())
+            .map(|t| t.operation_id.clone()),
+        Some(crate::halt::KillSwitch::new(cfg.kill_switch_path())),
+    ));
+    hooks = hooks.with_guard(policy.clone());
     if cfg.pacing {
         hooks = hooks.with_gate(Arc::new(crate::ibkr::pacing::Pacer::new(
             std::time::Duration::from_secs(cfg.pacing_max_wait),
@@ -44,6 +64,7 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
         catalog::all(),
         &Filter {
             allow_trading: cfg.allow_trading,
+            allow_question_suppression: cfg.allow_question_suppression,
             toolsets: cfg.toolsets.clone(),
             include: cfg.tools.clone(),
             exclude: cfg.exclude_tools.clone(),
@@ -52,23 +73,35 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
     .map_err(anyhow::Error::msg)?;
     let mut inventory = inventory;
     if cfg.require_preview {
-        inventory.add_argument(
-            "place_orders",
-            crate::mcp::PREVIEW_TOKEN_ARG,
-            "Token from get_order_preview for exactly this accountId and body (single use, \
-             short-lived). This server requires a preview before every order.",
-        );
+        for tool in ["place_orders", "modify_order"] {
+            inventory.add_argument(
+                tool,
+                crate::mcp::PREVIEW_TOKEN_ARG,
+                "Token from get_order_preview for exactly this accountId and order (single use, \
+                 short-lived). This server requires a preview before every order and \
+                 modification.",
+            );
+        }
     }
-    let policy = crate::policy::Policy::new(crate::policy::Limits {
-        allow_live: cfg.allow_live_trading,
-        accounts: cfg.trading_accounts.clone(),
-        max_quantity: cfg.max_order_quantity,
-        max_notional: cfg.max_order_notional,
-        sec_types: cfg.allowed_sec_types.clone(),
-        max_orders_per_minute: cfg.max_orders_per_minute,
-        require_preview: cfg.require_preview,
-        preview_ttl: std::time::Duration::from_secs(cfg.preview_ttl),
-    });
+    let audit = crate::audit::AuditLog::new(cfg.audit_path());
+    if cfg.allow_trading {
+        audit
+            .start(serde_json::json!({
+                "allow_live_trading": cfg.allow_live_trading,
+                "require_preview": cfg.require_preview,
+                "max_order_quantity": cfg.max_order_quantity,
+                "max_order_notional": cfg.max_order_notional,
+                "max_orders_per_minute": cfg.max_orders_per_minute,
+                "kill_switch_file": cfg.kill_switch_path(),
+            }))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "the audit log cannot be written ({e}); with --allow-trading every write is \
+                     recorded there first. Point it at a writable file with --audit-log \
+                     (IBKR_MCP_AUDIT_LOG)"
+                )
+            })?;
+    }
     let session = cfg.session_keepalive.then(|| {
         crate::ibkr::session::SessionManager::new(
             client.clone(),
@@ -78,6 +111,7 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
                 take_over_competing: cfg.take_over_competing,
                 login_url: cfg.login_url(),
                 gateway_url: cfg.gateway_url.clone(),
+                can_take_over: inventory.get(crate::mcp::TAKE_OVER_TOOL).is_some(),
             },
         )
     });
@@ -93,7 +127,7 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
         confirm_live_orders: cfg.confirm_live_orders,
         demo: cfg.demo,
         policy,
-        audit: crate::audit::AuditLog::new(cfg.audit_path()),
+        audit,
         client,
         inventory,
         results: results::Context {
@@ -168,6 +202,9 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
     if let Some(session) = &state.session {
         session.spawn(background.clone());
     }
+    if cfg.allow_trading {
+        tokio::spawn(crate::mcp::halt::watch(state.clone(), background.clone()));
+    }
     tracing::info!(
         transport = ?cfg.transport,
         gateway = %cfg.gateway_url,
@@ -206,6 +243,8 @@ pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
                     token: cfg.auth_token.as_ref().map(|t| t.expose().to_string()),
                     max_request_bytes: cfg.max_request_bytes,
                     client_timeout: std::time::Duration::from_secs(cfg.client_timeout),
+                    max_sessions: cfg.max_sessions,
+                    session_idle_timeout: std::time::Duration::from_secs(cfg.session_idle_timeout),
                     shutdown: shutdown.clone(),
                 },
             );

@@ -165,6 +165,8 @@ async fn malformed_messages_over_http_never_stop_the_server() {
             token: None,
             max_request_bytes: 64 * 1024,
             client_timeout: std::time::Duration::from_secs(5),
+            max_sessions: 64,
+            session_idle_timeout: std::time::Duration::from_secs(60),
             shutdown: shutdown.clone(),
         },
     );
@@ -297,4 +299,115 @@ async fn malformed_messages_over_http_never_stop_the_server() {
     );
     shutdown.cancel();
     serving.await.unwrap().unwrap();
+}
+
+/// Pieces of path-traversal payloads: dot segments, separators and their escapes, look-alikes.
+fn traversal_value() -> impl Strategy<Value = String> {
+    let atom = prop::sample::select(vec![
+        ".",
+        "..",
+        "/",
+        "\\",
+        "%2e",
+        "%2E",
+        "%2f",
+        "%5c",
+        "%25",
+        ";",
+        "?",
+        "#",
+        "\u{FF0E}",
+        "\u{2024}",
+        "\u{FF0F}",
+        "\u{0}",
+        " ",
+        "DU1234567",
+        "U7654321",
+        "order",
+        "logout",
+        "iserver",
+        "1",
+    ]);
+    prop::collection::vec(atom, 1..12).prop_map(|parts| parts.concat())
+}
+
+/// Random traversal payloads in random path parameters of random tools: the simulator never
+/// sees a request that is not the tool's own endpoint (nor the policy's lookups).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traversal_payloads_in_path_parameters_never_reach_another_endpoint() {
+    let sim = ibkr_sim::start(
+        ibkr_sim::SimConfig::default().with_pacing(false),
+        "127.0.0.1:0".parse().unwrap(),
+        ibkr_sim::Tls::SelfSigned,
+    )
+    .await
+    .expect("simulator starts");
+    let server = Arc::new(common::server(
+        &sim.base_url(),
+        &[
+            "--allow-trading",
+            "--allow-live-trading",
+            "--toolsets",
+            "all",
+            "--pacing",
+            "false",
+        ],
+    ));
+    let targets: Vec<(String, String, String)> = ibkr_mcp::mcp::catalog::all()
+        .iter()
+        .flat_map(|t| {
+            t.args
+                .iter()
+                .filter(|a| a.location == "path")
+                .map(|a| (t.name.clone(), a.name.clone(), t.path.clone()))
+        })
+        .collect();
+    assert!(targets.len() >= 30, "{}", targets.len());
+    let lookups = [
+        "/iserver/accounts",
+        "/portfolio/accounts",
+        "/iserver/contract/{conid}/info",
+        "/iserver/marketdata/snapshot",
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 400,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let handle = tokio::runtime::Handle::current();
+    let cases = std::sync::atomic::AtomicUsize::new(0);
+    tokio::task::block_in_place(|| {
+        runner
+            .run(
+                &(prop::sample::select(targets), traversal_value(), object()),
+                |((tool, param, template), payload, mut arguments)| {
+                    cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    arguments.insert(param, Value::String(payload));
+                    sim.control().clear_requests();
+                    let s = server.clone();
+                    let name = tool.clone();
+                    handle
+                        .block_on(async move {
+                            tokio::spawn(async move { s.call(&name, Some(arguments)).await }).await
+                        })
+                        .expect("no panic")
+                        .ok();
+                    for e in sim.control().requests() {
+                        let t = e.template.clone().unwrap_or_default();
+                        prop_assert!(
+                            t == template || lookups.contains(&t.as_str()),
+                            "{tool} reached {} {}",
+                            e.method,
+                            e.path
+                        );
+                    }
+                    Ok(())
+                },
+            )
+            .unwrap();
+    });
+    println!(
+        "fuzz: {} traversal payloads in path parameters, none left the tool's endpoint",
+        cases.into_inner()
+    );
 }

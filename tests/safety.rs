@@ -60,6 +60,35 @@ async fn accept_orders(gateway: &MockServer) -> httpmock::Mock<'_> {
         .await
 }
 
+/// The gateway's account list for a paper login: every account it lists is a paper account.
+async fn paper_login(gateway: &MockServer, accounts: &[&str]) {
+    let accounts: Vec<&str> = accounts.to_vec();
+    gateway
+        .mock_async(move |when, then| {
+            when.method(GET).path("/v1/api/iserver/accounts");
+            then.status(200)
+                .json_body(json!({"accounts": accounts, "isPaper": true}));
+        })
+        .await;
+}
+
+/// A snapshot of `conid` with last, bid and ask.
+async fn quote(gateway: &MockServer, conid: i64, last: f64, bid: f64, ask: f64) {
+    gateway
+        .mock_async(move |when, then| {
+            when.method(GET)
+                .path("/v1/api/iserver/marketdata/snapshot")
+                .query_param("conids", conid.to_string());
+            then.status(200).json_body(json!([{"conid": conid, "31": last.to_string(), "84": bid.to_string(), "86": ask.to_string()}]));
+        })
+        .await;
+}
+
+/// The result lines of the audit log (one per attempt; intent lines and the start line left out).
+fn results(lines: &[Value]) -> Vec<&Value> {
+    lines.iter().filter(|l| l["phase"] == "result").collect()
+}
+
 fn refused(r: &rmcp::model::CallToolResult, rule: &str, words: &[&str]) {
     let text = text_of(r);
     assert_eq!(r.is_error, Some(true), "{text}");
@@ -78,6 +107,25 @@ async fn account_allowlist_and_live_accounts_are_enforced() {
     let orders = accept_orders(&gateway).await;
     let audit = audit_path("accounts");
     let a = audit.to_str().unwrap();
+    // An older gateway: the account list does not say whether the login is a paper one, the
+    // portfolio accounts do (`type: DEMO`).
+    gateway
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/api/iserver/accounts");
+            then.status(200)
+                .json_body(json!({"accounts": ["DU1111111", "U2222222", "DU9999999"]}));
+        })
+        .await;
+    gateway
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/api/portfolio/accounts");
+            then.status(200).json_body(json!([
+                {"accountId": "DU1111111", "type": "DEMO"},
+                {"accountId": "DU9999999", "type": "DEMO"},
+                {"accountId": "U2222222", "type": "INDIVIDUAL"}
+            ]));
+        })
+        .await;
     let s = server(
         &gw(&gateway),
         &[
@@ -132,19 +180,32 @@ async fn account_allowlist_and_live_accounts_are_enforced() {
     assert_eq!(ok.is_error, Some(false), "{}", text_of(&ok));
 
     let lines = audit_lines(&audit);
-    assert_eq!(lines.len(), 5, "one line per write attempt: {lines:?}");
-    let decisions: Vec<&str> = lines
+    let results = results(&lines);
+    assert_eq!(
+        results.len(),
+        5,
+        "one result line per write attempt: {lines:?}"
+    );
+    let decisions: Vec<&str> = results
         .iter()
         .map(|l| l["decision"].as_str().unwrap())
         .collect();
     assert_eq!(decisions, ["refused", "refused", "refused", "sent", "sent"]);
+    let intents: Vec<&Value> = lines.iter().filter(|l| l["phase"] == "intent").collect();
+    assert_eq!(intents.len(), 2, "an intent line before each order sent");
+    assert_eq!(intents[0]["id"], results[3]["id"]);
+    assert_eq!(
+        lines.iter().filter(|l| l["phase"] == "start").count(),
+        2,
+        "each server with trading allowed writes a start line"
+    );
     let all = std::fs::read_to_string(&audit).unwrap();
     assert!(
         !all.contains("DU1111111") && !all.contains("U2222222"),
         "account ids are masked"
     );
     assert!(all.contains("DU****111"));
-    assert_eq!(lines[3]["result"]["status"], 200);
+    assert_eq!(results[3]["result"]["status"], 200);
 }
 
 #[tokio::test]
@@ -154,6 +215,9 @@ async fn quantity_notional_and_security_type_limits_refuse_before_sending() {
     contract(&gateway, 265598, "STK", json!(null)).await;
     contract(&gateway, 495512563, "FUT", json!("50")).await;
     contract(&gateway, 700000001, "OPT", json!("100")).await;
+    paper_login(&gateway, &["DU1"]).await;
+    quote(&gateway, 265598, 189.10, 189.05, 189.15).await;
+    quote(&gateway, 495512563, 3990.0, 3989.75, 3990.25).await;
     let audit = audit_path("limits");
     let s = server(
         &gw(&gateway),
@@ -233,7 +297,7 @@ async fn quantity_notional_and_security_type_limits_refuse_before_sending() {
         .unwrap();
     assert_eq!(ok.is_error, Some(false), "{}", text_of(&ok));
     assert_eq!(orders.calls_async().await, 1);
-    assert_eq!(audit_lines(&audit).len(), 6);
+    assert_eq!(results(&audit_lines(&audit)).len(), 6);
 }
 
 #[tokio::test]
@@ -241,6 +305,7 @@ async fn market_orders_are_valued_at_a_fresh_quote_after_the_preflight() {
     let gateway = MockServer::start_async().await;
     let orders = accept_orders(&gateway).await;
     contract(&gateway, 265598, "STK", json!(null)).await;
+    paper_login(&gateway, &["DU1"]).await;
     // The first snapshot for a contract carries no values (the gateway starts a subscription).
     let cold = gateway
         .mock_async(|when, then| {
@@ -288,6 +353,7 @@ async fn market_orders_are_valued_at_a_fresh_quote_after_the_preflight() {
 async fn orders_per_minute_are_limited_across_calls() {
     let gateway = MockServer::start_async().await;
     let orders = accept_orders(&gateway).await;
+    paper_login(&gateway, &["DU1"]).await;
     let s = server(
         &gw(&gateway),
         &[
@@ -339,6 +405,7 @@ async fn placing_requires_a_preview_of_the_identical_order_when_configured() {
                 .json_body(json!({"amount": {"commission": "1 USD"}}));
         })
         .await;
+    paper_login(&gateway, &["DU1"]).await;
     let s = server(
         &gw(&gateway),
         &[
@@ -438,29 +505,40 @@ async fn hidden_write_called_by_name_is_refused_and_audited() {
 }
 
 #[tokio::test]
-async fn unwritable_audit_log_refuses_writes_before_sending() {
-    let gateway = MockServer::start_async().await;
-    let orders = accept_orders(&gateway).await;
-    // A path below a regular file cannot be created.
+async fn unwritable_audit_log_refuses_to_start_with_trading() {
+    // A path below a regular file cannot be created; /dev/full takes the open but no write.
     let file = audit_path("blocker");
     std::fs::write(&file, "x").unwrap();
-    let bad = file.join("audit.jsonl");
-    let s = server(
-        &gw(&gateway),
-        &["--allow-trading", "--audit-log", bad.to_str().unwrap()],
-    );
-    let r = s
-        .call(
-            "place_orders",
-            place("DU1", vec![order(265598, "LMT", 1.0, Some(1.0))]),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.is_error, Some(true));
-    assert!(text_of(&r).contains("IBKR_MCP_AUDIT_LOG"));
-    assert_eq!(
-        r.structured_content.unwrap()["error"]["kind"],
-        "audit_unavailable"
-    );
-    assert_eq!(orders.calls_async().await, 0);
+    for bad in [file.join("audit.jsonl"), PathBuf::from("/dev/full")] {
+        let e = build(&["--allow-trading", "--audit-log", bad.to_str().unwrap()])
+            .expect_err("a server that cannot record writes must not start with trading");
+        let text = format!("{e:#}");
+        assert!(
+            text.contains("audit log") && text.contains("IBKR_MCP_AUDIT_LOG"),
+            "{text}"
+        );
+        // Read-only servers write nothing there and start.
+        build(&["--audit-log", bad.to_str().unwrap()]).expect("read-only starts");
+    }
+}
+
+/// `build_state` for `ibkr-mcp serve` with `extra` flags against an unused gateway URL.
+fn build(extra: &[&str]) -> anyhow::Result<ibkr_mcp::mcp::ServerState> {
+    use clap::Parser as _;
+    let mut argv = vec![
+        "ibkr-mcp",
+        "serve",
+        "--gateway-url",
+        "http://127.0.0.1:9/v1/api",
+        "--session-keepalive",
+        "false",
+    ];
+    argv.extend_from_slice(extra);
+    let ibkr_mcp::cli::Command::Serve(cfg) = ibkr_mcp::cli::Cli::try_parse_from(argv)
+        .expect("flags parse")
+        .command
+    else {
+        unreachable!()
+    };
+    ibkr_mcp::server::build_state(&cfg)
 }

@@ -125,7 +125,18 @@ async fn competing_session_is_reported_not_fought_over() {
     let inits = s.hits("POST /iserver/auth/ssodh/init");
     let r = s.server.call("list_orders", None).await.unwrap();
     assert_eq!(kind(&r), "competing_session", "{}", text_of(&r));
-    assert!(text_of(&r).contains("compete"), "{}", text_of(&r));
+    // A read-only server does not offer init_brokerage_session: the advice is the user's.
+    let text = text_of(&r);
+    assert!(
+        text.contains("--take-over-competing") && !text.contains("init_brokerage_session"),
+        "{text}"
+    );
+    let status = s.server.call("get_session_status", None).await.unwrap();
+    let explanation = status.structured_content.unwrap()["explanation"].to_string();
+    assert!(
+        !explanation.contains("init_brokerage_session"),
+        "{explanation}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(s.session().state(), State::Competing);
     assert_eq!(

@@ -20,6 +20,7 @@ fn inventory(filter: Filter) -> Inventory {
 fn everything() -> Filter {
     Filter {
         allow_trading: true,
+        allow_question_suppression: true,
         toolsets: vec!["all".into()],
         ..Filter::default()
     }

@@ -40,6 +40,19 @@ pub enum Refusal {
         /// When a retry can succeed.
         retry_after: Duration,
     },
+    /// The final URL is not the operation's own endpoint, or a path parameter holds something
+    /// other than an id (a dot segment, a separator, an escape).
+    UnsafePath {
+        /// What is wrong, naming the parameter.
+        detail: String,
+    },
+    /// The [`Guard`] (the trading policy) refused the final request.
+    Policy {
+        /// The rule (`account`, `live_account`, `kill_switch`, ...).
+        rule: &'static str,
+        /// What happened and what to do.
+        message: String,
+    },
 }
 
 impl std::fmt::Display for Refusal {
@@ -50,8 +63,82 @@ impl std::fmt::Display for Refusal {
                 "paced: {limit}; retry in {:.1} s",
                 retry_after.as_secs_f64()
             ),
+            Refusal::UnsafePath { detail } => write!(f, "unsafe request path: {detail}"),
+            Refusal::Policy { rule, message } => write!(f, "refused ({rule}): {message}"),
         }
     }
+}
+
+/// A request about to leave the process, as the [`Guard`] sees it: the final URL's path
+/// parameters (read back from the URL, after encoding and normalization) and the final body.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// operationId.
+    pub operation_id: &'static str,
+    /// HTTP method.
+    pub method: &'a reqwest::Method,
+    /// Path parameters by template name, as they appear in the final URL.
+    pub path_params: &'a [(String, String)],
+    /// The JSON body that will be sent, if any.
+    pub body: Option<&'a serde_json::Value>,
+}
+
+/// Checks every outgoing request of the operations it covers, on the final path and body, and
+/// learns from replies (the account list, say). Implemented by the trading policy.
+pub trait Guard: Send + Sync + std::fmt::Debug {
+    /// Whether requests of `operation_id` are checked (their body is parsed only then).
+    fn covers(&self, operation_id: &str) -> bool;
+    /// Lets the request go, or refuses it.
+    fn check(&self, request: &Outgoing<'_>) -> Result<(), Refusal>;
+    /// Whether 2xx replies of `operation_id` are passed to [`learn`](Self::learn).
+    fn learns_from(&self, operation_id: &str) -> bool;
+    /// Told about a 2xx reply of an operation it [`learns_from`](Self::learns_from).
+    fn learn(&self, operation_id: &str, body: &[u8]);
+}
+
+/// The characters a path parameter may have in the final URL: ASCII letters, digits, `_`, `-`
+/// and `.`, not starting with a dot. Anything else (a percent escape, a separator) is refused.
+pub fn safe_segment(segment: &str) -> bool {
+    !segment.is_empty()
+        && !segment.starts_with('.')
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Matches a final URL path against `base` (the client's base path, e.g. `/v1/api`) followed by
+/// the operation's path `template`; returns the path parameters by name. Every literal segment
+/// must be the template's own and every parameter a [`safe_segment`].
+pub fn match_path(path: &str, base: &str, template: &str) -> Result<Vec<(String, String)>, String> {
+    let rest = path
+        .strip_prefix(base.trim_end_matches('/'))
+        .filter(|r| r.starts_with('/'))
+        .ok_or_else(|| format!("`{path}` is outside the API base `{base}`"))?;
+    let got: Vec<&str> = rest.split('/').skip(1).collect();
+    let want: Vec<&str> = template.split('/').skip(1).collect();
+    if got.len() != want.len() {
+        return Err(format!("`{rest}` does not have the shape of `{template}`"));
+    }
+    let mut params = Vec::new();
+    for (g, w) in got.iter().zip(&want) {
+        match w.strip_prefix('{').and_then(|n| n.strip_suffix('}')) {
+            Some(name) => {
+                if !safe_segment(g) {
+                    return Err(format!(
+                        "path parameter `{name}` is `{}`, which is not an id (only letters, \
+                         digits, `_`, `-` and inner dots are allowed)",
+                        excerpt_raw(g.as_bytes())
+                    ));
+                }
+                params.push((name.to_string(), (*g).to_string()));
+            }
+            None if g == w => {}
+            None => {
+                return Err(format!("`{rest}` is not the endpoint `{template}`"));
+            }
+        }
+    }
+    Ok(params)
 }
 
 /// Decides, before each request, whether it may be sent now (waiting if it should).
@@ -69,8 +156,10 @@ pub trait Gate: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Default)]
 pub struct Hooks {
     gate: Option<Arc<dyn Gate>>,
+    guard: Option<Arc<dyn Guard>>,
     retry: Option<Arc<Retry>>,
     cache: Option<Arc<ReplyCache>>,
+    base_path: String,
 }
 
 /// Successful replies kept for a while and served again, for operations IBKR allows only
@@ -157,6 +246,19 @@ impl Hooks {
         self
     }
 
+    /// Checks every request of the operations `guard` covers, on the final path and body.
+    pub fn with_guard(mut self, guard: Arc<dyn Guard>) -> Self {
+        self.guard = Some(guard);
+        self
+    }
+
+    /// The path of the client's base URL (`/v1/api` on the gateway); every request's path
+    /// must be this followed by its operation's template.
+    pub fn with_base_path(mut self, base_path: impl Into<String>) -> Self {
+        self.base_path = base_path.into();
+        self
+    }
+
     /// Retries the operations of `retry` on connection errors and 5xx answers.
     pub fn with_retry(mut self, retry: Retry) -> Self {
         self.retry = Some(Arc::new(retry));
@@ -167,6 +269,40 @@ impl Hooks {
     pub fn with_cache(mut self, cache: ReplyCache) -> Self {
         self.cache = Some(Arc::new(cache));
         self
+    }
+
+    /// The request guard: the final URL must be the operation's own endpoint with id-like path
+    /// parameters, and the [`Guard`] must let the final path and body through.
+    fn inspect(
+        &self,
+        request: &reqwest::Request,
+        operation_id: &'static str,
+    ) -> Result<(), Refusal> {
+        let template =
+            super::operations::template(operation_id).ok_or_else(|| Refusal::UnsafePath {
+                detail: format!("`{operation_id}` is not an operation of this client"),
+            })?;
+        let params = match_path(request.url().path(), &self.base_path, template)
+            .map_err(|detail| Refusal::UnsafePath { detail })?;
+        let Some(guard) = self.guard.as_ref().filter(|g| g.covers(operation_id)) else {
+            return Ok(());
+        };
+        let body = request
+            .body()
+            .and_then(reqwest::Body::as_bytes)
+            .filter(|b| !b.is_empty())
+            .map(serde_json::from_slice::<serde_json::Value>)
+            .transpose()
+            .map_err(|e| Refusal::Policy {
+                rule: "body",
+                message: format!("the request body is not JSON ({e}), so it cannot be checked"),
+            })?;
+        guard.check(&Outgoing {
+            operation_id,
+            method: request.method(),
+            path_params: &params,
+            body: body.as_ref(),
+        })
     }
 
     fn retries_for(&self, operation_id: &str) -> u32 {
@@ -259,6 +395,30 @@ fn excerpt_raw(body: &[u8]) -> String {
     s
 }
 
+/// A transport error for the log: its URL's account ids masked.
+fn masked_error(e: &reqwest::Error) -> String {
+    match e.url() {
+        Some(url) => {
+            let masked: Vec<String> = url
+                .path()
+                .split('/')
+                .map(|seg| {
+                    if crate::audit::is_account_id(seg) {
+                        crate::audit::mask_account(seg)
+                    } else {
+                        seg.to_string()
+                    }
+                })
+                .collect();
+            let mut shown = url.clone();
+            shown.set_path(&masked.join("/"));
+            shown.set_query(None);
+            format!("{} ({shown})", crate::error::root_cause(e))
+        }
+        None => crate::error::root_cause(e),
+    }
+}
+
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
         .get(reqwest::header::RETRY_AFTER)?
@@ -291,12 +451,18 @@ impl ClientHooks<Hooks> for Client {
             );
         }
         let verbatim = RECORD.try_with(|r| r.borrow().body.clone()).ok().flatten();
-        if let Some(body) = verbatim {
-            *request.body_mut() = Some(reqwest::Body::from(body));
+        if let Some(body) = &verbatim {
+            *request.body_mut() = Some(reqwest::Body::from(body.clone()));
             request.headers_mut().insert(
                 reqwest::header::CONTENT_TYPE,
                 reqwest::header::HeaderValue::from_static("application/json"),
             );
+        }
+        if let Err(refusal) = self.inner().inspect(request, info.operation_id) {
+            tracing::warn!(operation = info.operation_id, %refusal, "request refused before sending");
+            let text = refusal.to_string();
+            record(|r| r.refusal = Some(refusal));
+            return Err(Error::Custom(text));
         }
         if let Some(cache) = &self.inner().cache
             && cache
@@ -399,7 +565,8 @@ impl ClientHooks<Hooks> for Client {
         let (status, version, headers, body) = match result {
             Ok(parts) => parts,
             Err(e) => {
-                tracing::warn!(parent: &span, %method, error = %e, "gateway request failed");
+                // reqwest's text names the URL, which can hold an account id: log it masked.
+                tracing::warn!(parent: &span, %method, error = %masked_error(&e), "gateway request failed");
                 return Err(e);
             }
         };
@@ -410,6 +577,12 @@ impl ClientHooks<Hooks> for Client {
         }
         if let Some(gate) = &self.inner().gate {
             gate.observe(operation_id, status.as_u16(), retry_after(&headers));
+        }
+        if let Some(guard) = &self.inner().guard
+            && status.is_success()
+            && guard.learns_from(operation_id)
+        {
+            guard.learn(operation_id, &body);
         }
         if let (Some(cache), Some(key)) = (cache, cache_key)
             && status.is_success()

@@ -23,6 +23,32 @@ pub struct ContractFacts {
     pub symbol: Option<String>,
 }
 
+/// A lookup the server made for itself that did not give an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupError {
+    /// What happened, in words.
+    pub message: String,
+    /// The gateway's HTTP status, when it answered.
+    pub status: Option<u16>,
+}
+
+impl LookupError {
+    fn new(message: String, status: Option<u16>) -> Self {
+        Self { message, status }
+    }
+
+    /// The gateway answered 401: the brokerage session is gone.
+    pub fn unauthorized(&self) -> bool {
+        self.status == Some(401)
+    }
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// A number the gateway may send as a number or a string (`"100"`, `"C189.10"`, `"1,234"`).
 pub fn number(v: &Value) -> Option<f64> {
     match v {
@@ -53,7 +79,7 @@ pub fn string_list(v: Option<&Value>) -> Vec<String> {
 }
 
 /// `GET /iserver/contract/{conid}/info`, read for its type, multiplier and currency.
-pub async fn contract_facts(client: &Client, conid: i64) -> Result<ContractFacts, String> {
+pub async fn contract_facts(client: &Client, conid: i64) -> Result<ContractFacts, LookupError> {
     let (result, record) = hooks::capture(
         client
             .get_iserver_contract_conid_info()
@@ -61,18 +87,31 @@ pub async fn contract_facts(client: &Client, conid: i64) -> Result<ContractFacts
             .send(),
     )
     .await;
-    let reply = record
-        .reply
-        .ok_or_else(|| format!("contract {conid}: no reply from the gateway ({result:?})"))?;
+    let reply = record.reply.ok_or_else(|| {
+        LookupError::new(
+            format!(
+                "contract {conid}: no reply from the gateway ({})",
+                no_reply(result.err())
+            ),
+            None,
+        )
+    })?;
     if !(200..300).contains(&reply.status) {
-        return Err(format!(
-            "contract {conid}: the gateway answered HTTP {}: {}",
-            reply.status,
-            crate::error::ibkr_message(&reply.body)
+        return Err(LookupError::new(
+            format!(
+                "contract {conid}: the gateway answered HTTP {}: {}",
+                reply.status,
+                crate::error::ibkr_message(&reply.body)
+            ),
+            Some(reply.status),
         ));
     }
-    let v: Value = serde_json::from_slice(&reply.body)
-        .map_err(|e| format!("contract {conid}: reply is not JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(&reply.body).map_err(|e| {
+        LookupError::new(
+            format!("contract {conid}: reply is not JSON: {e}"),
+            Some(reply.status),
+        )
+    })?;
     let text = |k: &str| {
         v.get(k)
             .and_then(Value::as_str)
@@ -97,7 +136,7 @@ pub async fn snapshot_once(
     client: &Client,
     conids: &str,
     fields: &str,
-) -> Result<Vec<Map<String, Value>>, String> {
+) -> Result<Vec<Map<String, Value>>, LookupError> {
     let (result, record) = hooks::capture(
         client
             .get_iserver_marketdata_snapshot()
@@ -106,16 +145,26 @@ pub async fn snapshot_once(
             .send(),
     )
     .await;
-    let reply = record
-        .reply
-        .ok_or_else(|| format!("snapshot: no reply from the gateway ({result:?})"))?;
+    let reply = record.reply.ok_or_else(|| {
+        LookupError::new(
+            format!(
+                "snapshot: no reply from the gateway ({})",
+                no_reply(result.err())
+            ),
+            None,
+        )
+    })?;
     if !(200..300).contains(&reply.status) {
-        return Err(format!(
-            "snapshot: the gateway answered HTTP {}: {}",
-            reply.status,
-            crate::error::ibkr_message(&reply.body)
+        return Err(LookupError::new(
+            format!(
+                "snapshot: the gateway answered HTTP {}: {}",
+                reply.status,
+                crate::error::ibkr_message(&reply.body)
+            ),
+            Some(reply.status),
         ));
     }
+    let status = Some(reply.status);
     match serde_json::from_slice::<Value>(&reply.body) {
         Ok(Value::Array(items)) => Ok(items
             .into_iter()
@@ -124,18 +173,34 @@ pub async fn snapshot_once(
                 _ => None,
             })
             .collect()),
-        Ok(other) => Err(format!(
-            "snapshot: unexpected reply {}",
-            crate::error::ibkr_message(other.to_string().as_bytes())
+        Ok(other) => Err(LookupError::new(
+            format!(
+                "snapshot: unexpected reply {}",
+                crate::error::ibkr_message(other.to_string().as_bytes())
+            ),
+            status,
         )),
-        Err(e) => Err(format!("snapshot: reply is not JSON: {e}")),
+        Err(e) => Err(LookupError::new(
+            format!("snapshot: reply is not JSON: {e}"),
+            status,
+        )),
+    }
+}
+
+/// Why a lookup got no reply: the transport error or the pacing refusal, without the URL.
+fn no_reply<T: std::fmt::Debug>(e: Option<progenitor_client::Error<T>>) -> String {
+    match e {
+        Some(progenitor_client::Error::CommunicationError(e)) => crate::error::root_cause(&e),
+        Some(progenitor_client::Error::Custom(text)) => text,
+        Some(other) => other.to_string(),
+        None => "no error".into(),
     }
 }
 
 /// The price to value an order at: ask for a buy, bid for a sell, else the last price. Asks
 /// again while the gateway is still warming the subscription (its first answer for a contract
 /// carries no values).
-pub async fn price_for(client: &Client, conid: i64, buy: bool) -> Result<f64, String> {
+pub async fn price_for(client: &Client, conid: i64, buy: bool) -> Result<f64, LookupError> {
     let mut wait = Duration::from_millis(200);
     for _ in 0..6 {
         let entries = snapshot_once(client, &conid.to_string(), "31,84,86").await?;
@@ -149,8 +214,12 @@ pub async fn price_for(client: &Client, conid: i64, buy: bool) -> Result<f64, St
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(1));
     }
-    Err(format!(
-        "no market price for conid {conid} (no market data subscription, or the market is closed)"
+    Err(LookupError::new(
+        format!(
+            "no market price for conid {conid} (no market data subscription, or the market is \
+             closed)"
+        ),
+        None,
     ))
 }
 

@@ -4,34 +4,51 @@
 //! Limits (gateway facts): 10 requests/s overall, and per endpoint: snapshot 10/s; history
 //! 10/s and 50/min; scanner params 1 per 15 min; scanner run 1/s; live orders, trades,
 //! partitioned P&L, portfolio accounts and subaccounts 1 per 5 s; Portfolio Analyst reports 1
-//! per 15 min; FYI endpoints 1/s; tickle 1/s; SSO validation 1/min. Each period is taken 10 %
-//! longer (at least 50 ms) than IBKR's, so timing jitter between us and the gateway never
-//! turns an admitted request into a 429.
+//! per 15 min; FYI endpoints 1/s; tickle 1/s; SSO validation 1/min.
+//!
+//! Each limit is a **sliding window**: a request is admitted only if fewer than `count`
+//! requests were admitted in the last `period`, so the limit holds over *every* window of that
+//! length, as the gateway counts (a token bucket would let a burst plus its refill through in
+//! one period). Each window is kept 10 % longer than IBKR's (at least 50 ms), so timing jitter
+//! between us and the gateway never turns an admitted request into a 429. A request is admitted
+//! by all its windows (global and per endpoint) at once, under one lock, so concurrent callers
+//! can never overbook one window while waiting on another.
 //!
 //! A request waits for its turn up to a cap; if its turn is further away it is refused with
 //! the limit and the time to retry, never blocked for minutes. A 429 from the gateway stops
 //! every request until its `Retry-After` (or an escalating default) has passed.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{Quota, RateLimiter};
-
 use super::hooks::{Gate, Refusal};
 
-type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    DefaultClock,
-    governor::middleware::NoOpMiddleware<<DefaultClock as governor::clock::Clock>::Instant>,
->;
-
-struct Bucket {
+/// One window: at most `count` admissions in any `period`.
+#[derive(Debug)]
+struct Window {
     description: String,
-    limiter: Limiter,
+    count: usize,
+    period: Duration,
+    admitted: VecDeque<Instant>,
+}
+
+impl Window {
+    /// How long until one more request fits (zero: now).
+    fn wait(&mut self, now: Instant) -> Duration {
+        while self
+            .admitted
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.period)
+        {
+            self.admitted.pop_front();
+        }
+        if self.admitted.len() < self.count {
+            return Duration::ZERO;
+        }
+        let oldest = self.admitted[self.admitted.len() - self.count];
+        (oldest + self.period).saturating_duration_since(now)
+    }
 }
 
 /// One documented limit: `count` requests per `period`.
@@ -107,22 +124,20 @@ pub fn cached_replies() -> Vec<(String, Duration)> {
 /// The global limit through the gateway.
 pub const GLOBAL: Limit = per(10, 1);
 
-fn bucket(what: String, limit: Limit) -> Bucket {
-    // 10 % longer, at least 50 ms, per replenished request.
-    let base = limit.period / limit.count.max(1);
-    let slack = (base / 10).max(Duration::from_millis(50));
-    let quota = Quota::with_period(base + slack)
-        .expect("non-zero period")
-        .allow_burst(NonZeroU32::new(limit.count.max(1)).expect("non-zero"));
+fn window(what: String, limit: Limit) -> Window {
+    // 10 % longer, at least 50 ms.
+    let slack = (limit.period / 10).max(Duration::from_millis(50));
     let description = format!(
         "{} request{} per {} for {what}",
         limit.count,
         if limit.count == 1 { "" } else { "s" },
         human(limit.period)
     );
-    Bucket {
+    Window {
         description,
-        limiter: RateLimiter::direct(quota),
+        count: limit.count.max(1) as usize,
+        period: limit.period + slack,
+        admitted: VecDeque::new(),
     }
 }
 
@@ -139,10 +154,14 @@ fn human(d: Duration) -> String {
 
 /// Rate limits shared by every request of one server.
 pub struct Pacer {
-    global: Bucket,
-    endpoints: HashMap<&'static str, Vec<Bucket>>,
+    state: Mutex<Windows>,
     max_wait: Duration,
-    blocked: Mutex<Block>,
+}
+
+struct Windows {
+    global: Window,
+    endpoints: HashMap<&'static str, Vec<Window>>,
+    blocked: Block,
 }
 
 #[derive(Default)]
@@ -154,9 +173,8 @@ struct Block {
 impl std::fmt::Debug for Pacer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pacer")
-            .field("endpoints", &self.endpoints.len())
             .field("max_wait", &self.max_wait)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,34 +191,75 @@ impl Pacer {
         max_wait: Duration,
     ) -> Self {
         Self {
-            global: bucket("all requests through the gateway".into(), global),
-            endpoints: endpoints
-                .into_iter()
-                .map(|(op, limits)| {
-                    (
-                        op,
-                        limits
-                            .into_iter()
-                            .map(|l| bucket(format!("`{op}`"), l))
-                            .collect(),
-                    )
-                })
-                .collect(),
+            state: Mutex::new(Windows {
+                global: window("all requests through the gateway".into(), global),
+                endpoints: endpoints
+                    .into_iter()
+                    .map(|(op, limits)| {
+                        (
+                            op,
+                            limits
+                                .into_iter()
+                                .map(|l| window(format!("`{op}`"), l))
+                                .collect(),
+                        )
+                    })
+                    .collect(),
+                blocked: Block::default(),
+            }),
             max_wait,
-            blocked: Mutex::new(Block::default()),
         }
     }
 
-    async fn take(&self, b: &Bucket, deadline: Instant) -> Result<(), Refusal> {
+    /// Admits now (recording the request in every window it counts in), or says how long to
+    /// wait and which limit is the reason.
+    fn try_admit(&self, operation_id: &str, now: Instant) -> Result<(), (Duration, String)> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(until) = st.blocked.until.filter(|u| *u > now) {
+            return Err((
+                until - now,
+                "no requests while IBKR's rate-limit penalty (HTTP 429) lasts".into(),
+            ));
+        }
+        let Windows {
+            global, endpoints, ..
+        } = &mut *st;
+        let mut worst: Option<(Duration, &str)> = None;
+        for w in endpoints
+            .get_mut(operation_id)
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&mut *global))
+        {
+            let wait = w.wait(now);
+            if !wait.is_zero() && worst.is_none_or(|(d, _)| wait > d) {
+                worst = Some((wait, w.description.as_str()));
+            }
+        }
+        if let Some((wait, why)) = worst {
+            return Err((wait, why.to_string()));
+        }
+        for w in endpoints
+            .get_mut(operation_id)
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(&mut *global))
+        {
+            w.admitted.push_back(now);
+        }
+        Ok(())
+    }
+
+    async fn admit_op(&self, operation_id: &'static str) -> Result<(), Refusal> {
+        let deadline = Instant::now() + self.max_wait;
         loop {
-            match b.limiter.check() {
+            let now = Instant::now();
+            match self.try_admit(operation_id, now) {
                 Ok(()) => return Ok(()),
-                Err(not_until) => {
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
-                    let now = Instant::now();
+                Err((wait, limit)) => {
                     if now + wait > deadline {
                         return Err(Refusal::Paced {
-                            limit: b.description.clone(),
+                            limit,
                             retry_after: wait,
                         });
                     }
@@ -208,30 +267,6 @@ impl Pacer {
                 }
             }
         }
-    }
-
-    async fn admit_op(&self, operation_id: &'static str) -> Result<(), Refusal> {
-        let deadline = Instant::now() + self.max_wait;
-        let blocked_until = self.blocked.lock().unwrap_or_else(|p| p.into_inner()).until;
-        if let Some(until) = blocked_until {
-            let now = Instant::now();
-            if until > now {
-                if until > deadline {
-                    return Err(Refusal::Paced {
-                        limit: "no requests while IBKR's rate-limit penalty (HTTP 429) lasts"
-                            .into(),
-                        retry_after: until - now,
-                    });
-                }
-                tokio::time::sleep(until - now).await;
-            }
-        }
-        if let Some(buckets) = self.endpoints.get(operation_id) {
-            for b in buckets {
-                self.take(b, deadline).await?;
-            }
-        }
-        self.take(&self.global, deadline).await
     }
 }
 
@@ -244,7 +279,8 @@ impl Gate for Pacer {
     }
 
     fn observe(&self, operation_id: &'static str, status: u16, retry_after: Option<Duration>) {
-        let mut b = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let b = &mut st.blocked;
         if status == 429 {
             b.strikes += 1;
             // Without Retry-After: 10 s, doubling on repeats, at most IBKR's 10-minute penalty box.
@@ -303,7 +339,7 @@ mod tests {
                 assert!(limit.contains("`slow`"), "{limit}");
                 assert!(retry_after > Duration::from_millis(100), "{retry_after:?}");
             }
-            Ok(()) => panic!("a request whose turn is beyond the cap must be refused"),
+            other => panic!("a request whose turn is beyond the cap must be refused: {other:?}"),
         }
         // Other endpoints are unaffected.
         hasty.admit_op("other").await.unwrap();
@@ -318,20 +354,59 @@ mod tests {
                 assert!(limit.contains("429"), "{limit}");
                 assert!(retry_after > Duration::from_secs(29));
             }
-            Ok(()) => panic!("paused"),
+            other => panic!("paused: {other:?}"),
         }
     }
 
     #[test]
     fn documented_limits_read_like_the_facts() {
-        let b = bucket("`get_iserver_account_orders`".into(), per(1, 5));
+        let b = window("`get_iserver_account_orders`".into(), per(1, 5));
         assert_eq!(
             b.description,
             "1 request per 5 s for `get_iserver_account_orders`"
         );
         assert_eq!(
-            bucket("x".into(), per(1, 900)).description,
+            window("x".into(), per(1, 900)).description,
             "1 request per 15 min for x"
+        );
+    }
+
+    /// The defect of a token bucket: a burst plus its refill within one period. Here no window
+    /// of the documented length holds more than the limit, globally or per endpoint.
+    #[tokio::test]
+    async fn limits_hold_over_every_sliding_window() {
+        let p = Pacer::with_limits(
+            per(10, 1),
+            vec![("snap", vec![per(4, 1)])],
+            Duration::from_secs(30),
+        );
+        let mut all = Vec::new();
+        let mut snaps = Vec::new();
+        for i in 0..30 {
+            let op = if i % 2 == 0 { "snap" } else { "other" };
+            p.admit_op(op).await.unwrap();
+            all.push(Instant::now());
+            if op == "snap" {
+                snaps.push(Instant::now());
+            }
+        }
+        let most_in_a_second = |times: &[Instant]| {
+            times
+                .iter()
+                .map(|t| {
+                    times
+                        .iter()
+                        .filter(|u| **u >= *t && u.duration_since(*t) < Duration::from_secs(1))
+                        .count()
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        assert!(most_in_a_second(&all) <= 10, "{}", most_in_a_second(&all));
+        assert!(
+            most_in_a_second(&snaps) <= 4,
+            "{}",
+            most_in_a_second(&snaps)
         );
     }
 }

@@ -62,6 +62,9 @@ pub struct SessionConfig {
     pub login_url: String,
     /// The gateway's base URL.
     pub gateway_url: String,
+    /// Whether `init_brokerage_session` is offered to the model (explanations name it only
+    /// then).
+    pub can_take_over: bool,
 }
 
 /// One state change.
@@ -130,9 +133,11 @@ pub struct SessionManager {
     wake: tokio::sync::Notify,
     recovering: tokio::sync::Mutex<()>,
     warm: Mutex<HashSet<String>>,
+    checked: Mutex<Option<Instant>>,
 }
 
-fn explanation(state: State, login_url: &str) -> String {
+fn explanation(state: State, config: &SessionConfig) -> String {
+    let login_url = &config.login_url;
     match state {
         State::Starting => "checking the gateway".into(),
         State::GatewayDown => "the gateway does not answer; check that it runs (IBKR_MCP_GATEWAY_URL)".into(),
@@ -140,9 +145,14 @@ fn explanation(state: State, login_url: &str) -> String {
         State::NotAuthenticated => {
             "logged in, but the brokerage session is not authenticated; the server is opening one (ssodh/init)".into()
         }
-        State::Competing => {
+        State::Competing if config.can_take_over => {
             "another session (TWS, the mobile app, another gateway) holds the brokerage session; \
              take it over with init_brokerage_session compete=true only if the user agrees"
+                .into()
+        }
+        State::Competing => {
+            "another session (TWS, the mobile app, another gateway) holds the brokerage session; \
+             the user can log out of it, or restart this server with --take-over-competing"
                 .into()
         }
         State::Ready => "authenticated: all tools can work".into(),
@@ -196,7 +206,7 @@ impl SessionManager {
     pub fn new(client: Client, config: SessionConfig) -> Arc<Self> {
         let status = Status {
             state: State::Starting,
-            explanation: explanation(State::Starting, &config.login_url),
+            explanation: explanation(State::Starting, &config),
             since: crate::audit::now(),
             last_check: None,
             last_error: None,
@@ -217,6 +227,7 @@ impl SessionManager {
             wake: tokio::sync::Notify::new(),
             recovering: tokio::sync::Mutex::new(()),
             warm: Mutex::new(HashSet::new()),
+            checked: Mutex::new(None),
         })
     }
 
@@ -272,6 +283,7 @@ impl SessionManager {
 
     fn set(&self, state: State, reason: impl Into<String>) {
         let reason = reason.into();
+        *self.checked.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
         s.last_check = Some(crate::audit::now());
         if s.state == state {
@@ -288,15 +300,17 @@ impl SessionManager {
         while s.transitions.len() > 20 {
             s.transitions.pop_front();
         }
+        // Whatever the brokerage session held (the account list call, suppressed questions,
+        // market-data subscriptions) ends with it, and a new one starts empty.
         if state == State::Ready {
             s.brokerage_sessions += 1;
-            s.accounts_loaded = false;
-            s.accounts.clear();
-            s.suppressed_question_ids.clear();
-            self.warm.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
+        s.accounts_loaded = false;
+        s.accounts.clear();
+        s.suppressed_question_ids.clear();
+        self.warm.lock().unwrap_or_else(|p| p.into_inner()).clear();
         s.state = state;
-        s.explanation = explanation(state, &self.config.login_url);
+        s.explanation = explanation(state, &self.config);
         s.since = crate::audit::now();
         *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
     }
@@ -479,23 +493,47 @@ impl SessionManager {
     }
 
     async fn load_accounts(&self) -> bool {
-        let (_, record) = hooks::capture(self.client.get_iserver_accounts().send()).await;
-        match record.reply {
-            Some(r) if (200..300).contains(&r.status) => {
-                let v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        match super::fetch_accounts(&self.client).await {
+            Ok(v) => {
                 let accounts = super::market::string_list(v.get("accounts"));
                 let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
                 s.accounts_loaded = true;
                 s.accounts = accounts;
                 true
             }
-            other => {
-                let why =
-                    other.map_or_else(|| "no reply".to_string(), |r| format!("HTTP {}", r.status));
-                self.note_error(format!("/iserver/accounts failed: {why}"));
+            Err(e) => {
+                self.note_error(format!("/iserver/accounts failed: {e}"));
                 false
             }
         }
+    }
+
+    /// Checks the gateway now when the last check is older than `age` (so the status a model
+    /// reads is never minutes old).
+    pub async fn refresh_if_older_than(&self, age: Duration) {
+        let stale = || {
+            self.checked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none_or(|t| t.elapsed() > age)
+        };
+        if !stale() {
+            return;
+        }
+        let _one_at_a_time = self.recovering.lock().await;
+        if stale() {
+            self.tick().await;
+        }
+    }
+
+    /// A tool could not connect to the gateway: say so now rather than at the next tickle.
+    pub fn saw_unreachable(&self, detail: &str) {
+        self.note_error(detail.to_string());
+        self.set(
+            State::GatewayDown,
+            format!("a request could not connect: {detail}"),
+        );
+        self.wake();
     }
 
     /// Before a tool that needs the brokerage session: fine when ready; otherwise one recovery

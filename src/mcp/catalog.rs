@@ -149,11 +149,20 @@ pub fn unavailable() -> Vec<Unavailable> {
     table.unavailable
 }
 
+/// Operations that switch IBKR's order questions off or back on for the session. They remove
+/// (or restore) the human's checkpoint, so they are served only when the user allows it.
+pub const QUESTION_SUPPRESSION: &[&str] = &[
+    "post_iserver_questions_suppress",
+    "post_iserver_questions_suppress_reset",
+];
+
 /// Which tools to expose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Filter {
     /// Expose tools that change anything (orders, alerts, watchlists, settings, logout).
     pub allow_trading: bool,
+    /// Expose the tools that suppress order questions (and reset that), with trading.
+    pub allow_question_suppression: bool,
     /// Toolset ids, or `default` / `all`.
     pub toolsets: Vec<String>,
     /// Tools added by name.
@@ -166,6 +175,7 @@ impl Default for Filter {
     fn default() -> Self {
         Self {
             allow_trading: false,
+            allow_question_suppression: false,
             toolsets: vec!["default".into()],
             include: Vec::new(),
             exclude: Vec::new(),
@@ -180,6 +190,7 @@ pub struct Inventory {
     by_name: BTreeMap<&'static str, usize>,
     toolsets: Vec<&'static str>,
     hidden_writes: BTreeSet<&'static str>,
+    hidden_suppression: BTreeSet<&'static str>,
 }
 
 impl Inventory {
@@ -197,12 +208,19 @@ impl Inventory {
         }
         let selected = selected_toolsets(&filter.toolsets)?;
         let mut hidden_writes = BTreeSet::new();
+        let mut hidden_suppression = BTreeSet::new();
         let tools: Vec<(&'static ToolDef, Arc<Tool>)> = catalog
             .iter()
             .filter(|t| {
-                // 1. read-only
+                // 1. read-only (and the human's checkpoint)
                 if !t.read_only && !filter.allow_trading {
                     hidden_writes.insert(t.name.as_str());
+                    return false;
+                }
+                if QUESTION_SUPPRESSION.contains(&t.operation_id.as_str())
+                    && !filter.allow_question_suppression
+                {
+                    hidden_suppression.insert(t.name.as_str());
                     return false;
                 }
                 true
@@ -225,6 +243,7 @@ impl Inventory {
             by_name,
             toolsets: selected.into_iter().collect(),
             hidden_writes,
+            hidden_suppression,
         })
     }
 
@@ -270,6 +289,27 @@ impl Inventory {
     /// Whether `name` is a tool hidden because trading is not allowed.
     pub fn is_hidden_write(&self, name: &str) -> bool {
         self.hidden_writes.contains(name)
+    }
+
+    /// Why a known tool that changes anything is not served, as the refusal a call gets.
+    pub fn hidden_refusal(&self, name: &str) -> Option<crate::error::ToolError> {
+        if self.hidden_writes.contains(name) {
+            return Some(crate::error::ToolError::TradingDisabled {
+                tool: name.to_string(),
+            });
+        }
+        self.hidden_suppression
+            .contains(name)
+            .then(|| crate::error::ToolError::PolicyRefused {
+                rule: "question_suppression",
+                message: format!(
+                    "`{name}` would switch IBKR's order questions (the warnings a person \
+                     confirms) on or off for the whole session, and this server does not let a \
+                     model do that. The user can allow it with --allow-question-suppression \
+                     (IBKR_MCP_ALLOW_QUESTION_SUPPRESSION), or suppress chosen ids at start with \
+                     --suppress-question-ids."
+                ),
+            })
     }
 
     /// Number of exposed tools.
@@ -414,6 +454,7 @@ mod tests {
     fn exclude_wins_over_toolsets_and_include() {
         let filter = Filter {
             allow_trading: true,
+            allow_question_suppression: true,
             toolsets: vec!["all".into()],
             include: vec!["cancel_order".into()],
             exclude: vec!["cancel_order".into()],
@@ -421,6 +462,30 @@ mod tests {
         let inv = Inventory::new(all(), &filter).unwrap();
         assert_eq!(inv.len(), all().len() - 1);
         assert!(!names(&inv).contains("cancel_order"));
+    }
+
+    #[test]
+    fn question_suppression_needs_its_own_switch() {
+        let trading = Filter {
+            allow_trading: true,
+            toolsets: vec!["all".into()],
+            ..Filter::default()
+        };
+        let inv = Inventory::new(all(), &trading).unwrap();
+        for name in [
+            "suppress_order_questions",
+            "reset_order_question_suppression",
+        ] {
+            assert!(inv.get(name).is_none(), "{name} served without the switch");
+            assert_eq!(inv.hidden_refusal(name).unwrap().kind(), "policy_refused");
+        }
+        assert!(inv.get("place_orders").is_some());
+        let allowed = Filter {
+            allow_question_suppression: true,
+            ..trading
+        };
+        let inv = Inventory::new(all(), &allowed).unwrap();
+        assert!(inv.get("suppress_order_questions").is_some());
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub fn question_in(reply: &Value) -> Option<Question> {
         Value::String(s) => s.clone(),
         _ => return None,
     };
+    let text = plain_text(&text);
     let message_ids = crate::ibkr::market::string_list(m.get("messageIds"));
     Some(Question {
         id,
@@ -132,8 +133,13 @@ pub fn question_in(reply: &Value) -> Option<Question> {
     })
 }
 
-/// The orders of a call, in words: `BUY 10 conid 265598 LMT 150.25 on DU****567`.
-pub fn describe(args: &serde_json::Map<String, Value>) -> String {
+/// The orders of a call, in words, for the human and the model:
+/// `BUY 10 AAPL (conid 265598) LMT 150.25 on DU****567`. `symbols` gives the symbol of each
+/// conid the server could look up.
+pub fn describe(
+    args: &serde_json::Map<String, Value>,
+    symbols: &std::collections::HashMap<i64, String>,
+) -> String {
     let account = args
         .get("accountId")
         .and_then(Value::as_str)
@@ -150,20 +156,82 @@ pub fn describe(args: &serde_json::Map<String, Value>) -> String {
                     })
                     .unwrap_or_default()
             };
-            let mut d = format!(
-                "{} {} conid {} {}",
-                s("side"),
-                s("quantity"),
-                s("conid"),
-                s("orderType")
-            );
+            let conid = o
+                .get("conid")
+                .and_then(crate::ibkr::market::number)
+                .map(|c| c as i64);
+            let contract = match conid.and_then(|c| symbols.get(&c).map(|sym| (c, sym))) {
+                Some((c, sym)) => format!("{sym} (conid {c})"),
+                None => format!("conid {}", s("conid")),
+            };
+            let size = if o.contains_key("cashQty") && !o.contains_key("quantity") {
+                format!("cash {}", s("cashQty"))
+            } else {
+                s("quantity")
+            };
+            let mut d = format!("{} {size} {contract} {}", s("side"), s("orderType"));
             if o.contains_key("price") {
                 d.push_str(&format!(" {}", s("price")));
+            }
+            if o.contains_key("auxPrice") {
+                d.push_str(&format!(" stop {}", s("auxPrice")));
             }
             d
         })
         .collect();
     format!("{} on {account}", orders.join(", "))
+}
+
+/// IBKR's question text as plain text: its HTML (`<h4>`, `<b>`, `<br>`) turned into lines and
+/// words, entities decoded, blank runs collapsed.
+pub fn plain_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('<') {
+        out.push_str(&rest[..open]);
+        let starts_tag = rest[open + 1..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '/' || c == '!');
+        if !starts_tag {
+            out.push('<');
+            rest = &rest[open + 1..];
+            continue;
+        }
+        let Some(close) = rest[open..].find('>') else {
+            out.push_str(&rest[open..]);
+            rest = "";
+            break;
+        };
+        let tag = rest[open + 1..open + close]
+            .trim_start_matches('/')
+            .split(|c: char| c.is_whitespace() || c == '/')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if matches!(
+            tag.as_str(),
+            "br" | "p" | "div" | "li" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "tr"
+        ) {
+            out.push('\n');
+        }
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    let decoded = out
+        .replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&");
+    let lines: Vec<String> = decoded
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.join("\n")
 }
 
 /// The human at the client, reachable through MCP elicitation when the client supports it:
@@ -407,10 +475,23 @@ pub async fn reply(client: &Client, id: &str, confirmed: bool) -> Result<Value, 
     )
     .await;
     let Some(r) = record.reply else {
+        if record.sent == 0 {
+            return Err(format!(
+                "the reply to question {id} was not sent ({}); the order is not confirmed",
+                result.err().map(|e| e.to_string()).unwrap_or_default()
+            ));
+        }
         return Err(format!(
-            "the reply to question {id} got no answer ({}); it was NOT retried — check \
-             list_orders before doing anything else",
-            result.err().map(|e| e.to_string()).unwrap_or_default()
+            "the reply to question {id} got no answer ({}). It may have reached IBKR and \
+             confirmed the order: it was NOT retried. Check list_orders before doing anything \
+             else",
+            result
+                .err()
+                .map(|e| match e {
+                    progenitor_client::Error::CommunicationError(e) => crate::error::root_cause(&e),
+                    other => other.to_string(),
+                })
+                .unwrap_or_default()
         ));
     };
     if !(200..300).contains(&r.status) {
@@ -420,8 +501,14 @@ pub async fn reply(client: &Client, id: &str, confirmed: bool) -> Result<Value, 
             crate::error::ibkr_message(&r.body)
         ));
     }
-    serde_json::from_slice(&r.body)
-        .map_err(|e| format!("the answer to question {id} is not JSON: {e}"))
+    serde_json::from_slice(&r.body).map_err(|e| {
+        format!(
+            "IBKR accepted the reply to question {id} (HTTP {}) but its answer cannot be read \
+             ({e}). The order may have been placed: it was NOT retried. Check list_orders \
+             before doing anything else",
+            r.status
+        )
+    })
 }
 
 /// What the human is shown for a question.
@@ -529,6 +616,35 @@ mod tests {
         );
         assert_eq!(question_in(&json!({"error": "no"})), None);
         assert_eq!(question_in(&json!([])), None);
+    }
+
+    #[test]
+    fn question_text_reaches_the_human_without_html() {
+        let html = "<h4>Confirm Mandatory Cap Price</h4>To avoid trading at a price that is \
+                    <b>not</b> consistent &amp; fair.<br/>Are you sure?";
+        assert_eq!(
+            plain_text(html),
+            "Confirm Mandatory Cap Price\nTo avoid trading at a price that is not consistent & \
+             fair.\nAre you sure?"
+        );
+        let q = json!([{"id": "r", "message": [html], "messageIds": ["o10153"]}]);
+        let text = question_in(&q).unwrap().text;
+        assert!(!text.contains('<') && !text.contains("&amp;"), "{text}");
+        assert_eq!(plain_text("a < b and c > d"), "a < b and c > d");
+    }
+
+    #[test]
+    fn orders_are_described_by_symbol_when_known() {
+        let args = json!({"accountId": "DU1234567", "body": {"orders": [
+            {"conid": 265598, "side": "BUY", "quantity": 10, "orderType": "LMT", "price": 150.25},
+            {"conid": 8314, "side": "SELL", "quantity": 1, "orderType": "STOP_LIMIT", "price": 9, "auxPrice": 10}
+        ]}});
+        let symbols = std::collections::HashMap::from([(265598, "AAPL".to_string())]);
+        assert_eq!(
+            describe(args.as_object().unwrap(), &symbols),
+            "BUY 10 AAPL (conid 265598) LMT 150.25, SELL 1 conid 8314 STOP_LIMIT 9 stop 10 on \
+             DU****567"
+        );
     }
 
     #[test]

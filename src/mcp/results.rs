@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::catalog::ToolDef;
 use super::dispatch::{ArgError, Sent};
-use crate::error::{ToolError, ibkr_message};
+use crate::error::{ToolError, ibkr_message, root_cause};
 use crate::ibkr::hooks::CallRecord;
 
 /// What results need to know about the server's settings.
@@ -67,9 +67,18 @@ fn classify(
             use progenitor_client::Error as E;
             match e {
                 E::Custom(text) => {
+                    use crate::ibkr::hooks::Refusal;
                     return Err(match record.refusal {
-                        Some(crate::ibkr::hooks::Refusal::Paced { limit, retry_after }) => {
+                        Some(Refusal::Paced { limit, retry_after }) => {
                             ToolError::Paced { limit, retry_after }
+                        }
+                        Some(Refusal::UnsafePath { detail }) => ToolError::InvalidArguments {
+                            tool: def.name.clone(),
+                            problems: vec![detail],
+                            usage: usage(def),
+                        },
+                        Some(Refusal::Policy { rule, message }) => {
+                            ToolError::PolicyRefused { rule, message }
                         }
                         None => ToolError::Internal(text),
                     });
@@ -114,6 +123,7 @@ fn classify(
                 return Err(ToolError::BadReply {
                     status: reply.status,
                     detail: format!("{e}; it starts {:?}", excerpt(&reply.body, 120)),
+                    write,
                 });
             }
         }
@@ -211,15 +221,6 @@ pub fn status_error(status: u16, body: &[u8], write: bool, ctx: &Context) -> Too
             message: ibkr_message(body),
         },
     }
-}
-
-/// The innermost error: "Connection refused (os error 111)" rather than reqwest's layers.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = err;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 fn excerpt(body: &[u8], n: usize) -> String {

@@ -481,9 +481,81 @@ pub struct PassOutcome {
 ///   [`operation_id_for`]; a duplicate id is made unique with a numeric suffix (and noted);
 /// - `open-objects`: every object schema with `properties` and `additionalProperties` absent or
 ///   `true` gets `additionalProperties: {}`, so generated types keep keys the schema does not
-///   declare instead of silently dropping them (typify drops them for `true`).
+///   declare instead of silently dropping them (typify drops them for `true`);
+/// - `text-parameters`: a path, query or header parameter whose schema says nothing about its
+///   type gets `type: string`. It travels as text anyway; left untyped, the generated client
+///   takes any JSON value and writes it into the URL as JSON (`"1"` with its quotes).
 pub fn builtin_passes(doc: &mut Value) -> Vec<PassOutcome> {
-    vec![pass_operation_ids(doc), pass_open_objects(doc)]
+    vec![
+        pass_operation_ids(doc),
+        pass_open_objects(doc),
+        pass_text_parameters(doc),
+    ]
+}
+
+fn pass_text_parameters(doc: &mut Value) -> PassOutcome {
+    const TYPED_BY: &[&str] = &[
+        "type", "$ref", "enum", "const", "anyOf", "oneOf", "allOf", "not",
+    ];
+    fn fix(list: &mut Value, at: &str, changes: &mut usize, notes: &mut Vec<String>) {
+        let params: Box<dyn Iterator<Item = &mut Value>> = match list {
+            Value::Array(a) => Box::new(a.iter_mut()),
+            Value::Object(m) => Box::new(m.values_mut()),
+            _ => return,
+        };
+        for p in params {
+            let Some(p) = p.as_object_mut() else {
+                continue;
+            };
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let in_text = matches!(
+                p.get("in").and_then(Value::as_str),
+                Some("path" | "query" | "header")
+            );
+            let Some(schema) = p.get_mut("schema").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            if in_text && !TYPED_BY.iter().any(|k| schema.contains_key(*k)) {
+                schema.insert("type".into(), Value::String("string".into()));
+                *changes += 1;
+                notes.push(format!("{at}: parameter `{name}` typed as string"));
+            }
+        }
+    }
+    let mut changes = 0;
+    let mut notes = Vec::new();
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for (path, item) in paths.iter_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            if let Some(list) = item.get_mut("parameters") {
+                fix(list, path, &mut changes, &mut notes);
+            }
+            for method in METHODS {
+                if let Some(list) = item.get_mut(method).and_then(|op| op.get_mut("parameters")) {
+                    fix(
+                        list,
+                        &format!("{} {path}", method.to_uppercase()),
+                        &mut changes,
+                        &mut notes,
+                    );
+                }
+            }
+        }
+    }
+    if let Some(list) = doc.pointer_mut("/components/parameters") {
+        fix(list, "components/parameters", &mut changes, &mut notes);
+    }
+    PassOutcome {
+        name: "text-parameters",
+        changes,
+        notes,
+    }
 }
 
 fn pass_operation_ids(doc: &mut Value) -> PassOutcome {

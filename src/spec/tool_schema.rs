@@ -78,6 +78,14 @@ pub fn input_schema(doc: &Value, operation_id: &str) -> Result<Value, String> {
         if let Some(ex) = p.get("example") {
             obj.insert("examples".into(), json!([ex]));
         }
+        // A path parameter becomes one URL segment: only characters that cannot start a dot
+        // segment or encode a separator, so no argument can change which endpoint is called.
+        if location == "path" && obj.get("type").and_then(Value::as_str) == Some("string") {
+            obj.insert(
+                "pattern".into(),
+                Value::String(path_param_pattern(name).into()),
+            );
+        }
         if p.get("required") == Some(&Value::Bool(true)) || location == "path" {
             required.push(Value::String(name.to_string()));
         }
@@ -124,6 +132,27 @@ pub fn input_schema(doc: &Value, operation_id: &str) -> Result<Value, String> {
     }
     out.insert("additionalProperties".into(), Value::Bool(false));
     Ok(Value::Object(out))
+}
+
+/// Account and allocation-group ids: letters, digits, `_`, `-` and inner dots (IBKR's FA
+/// group and model names contain them), never a leading dot.
+pub const ACCOUNT_ID_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$";
+/// Contract, page and alert ids: digits.
+pub const NUMERIC_ID_PATTERN: &str = "^[0-9]{1,19}$";
+/// Order ids: digits, optionally negative (IBKR uses negative ids for some orders).
+pub const ORDER_ID_PATTERN: &str = "^-?[0-9]{1,19}$";
+/// Any other path parameter (reply ids, notification and device ids, type codes).
+pub const TOKEN_PATTERN: &str = "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$";
+
+/// The pattern a string path parameter named `name` must match. Every pattern is a subset of
+/// what the request guard in `ibkr::hooks` lets through as a path segment.
+pub fn path_param_pattern(name: &str) -> &'static str {
+    match name {
+        "accountId" | "acctId" | "searchPattern" => ACCOUNT_ID_PATTERN,
+        "conid" | "pageId" | "alertId" => NUMERIC_ID_PATTERN,
+        "orderId" => ORDER_ID_PATTERN,
+        _ => TOKEN_PATTERN,
+    }
 }
 
 fn find_operation(doc: &Value, operation_id: &str) -> Option<(String, &'static str)> {

@@ -77,6 +77,8 @@ pub fn samples() -> Vec<Sample> {
     out
 }
 
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Server state for tests: the MCP server pointed at `gateway_url` (a mock or the simulator),
 /// with `extra` command-line flags of `ibkr-mcp serve`.
 pub fn server_state(
@@ -93,6 +95,18 @@ pub fn server_state(
         .into_owned();
     if !extra.contains(&"--audit-log") {
         argv.extend(["--audit-log", default_audit.as_str()]);
+    }
+    // Nor do they read the user's kill switch: each test server has its own (absent) one.
+    let default_switch = std::env::temp_dir()
+        .join(format!(
+            "ibkr-mcp-test-halt-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ))
+        .to_string_lossy()
+        .into_owned();
+    if !extra.contains(&"--kill-switch-file") {
+        argv.extend(["--kill-switch-file", default_switch.as_str()]);
     }
     // Against a mock gateway nothing manages a session; tests against the simulator turn the
     // session manager on explicitly.
