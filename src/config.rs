@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+/// The log filter of `serve` when `IBKR_MCP_LOG` is not set.
+pub const DEFAULT_LOG_FILTER: &str = "ibkr_mcp=info,rmcp=warn,tower_http=warn";
+
 /// MCP transports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Transport {
@@ -97,8 +100,9 @@ pub struct ServeConfig {
     )]
     pub allowed_hosts: Vec<String>,
 
-    /// Also allow orders on live (non-paper) accounts. Paper accounts have ids starting with
-    /// `DU`; every other account is treated as live. Needs --allow-trading.
+    /// Also allow orders on live (non-paper) accounts. An account is paper only when the login
+    /// says so (`/iserver/accounts` isPaper, or type DEMO in `/portfolio/accounts`); every other
+    /// id is treated as live. Needs --allow-trading.
     #[arg(long, env = "IBKR_MCP_ALLOW_LIVE_TRADING", default_value_t = false)]
     pub allow_live_trading: bool,
 
@@ -267,11 +271,7 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
 
     /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(
-        long,
-        env = "IBKR_MCP_LOG",
-        default_value = "ibkr_mcp=info,rmcp=warn,tower_http=warn"
-    )]
+    #[arg(long, env = "IBKR_MCP_LOG", default_value = DEFAULT_LOG_FILTER)]
     pub log: String,
 }
 

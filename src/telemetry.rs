@@ -21,10 +21,11 @@ const CAPPED: &[&str] = &[
     "tower_http",
 ];
 
-/// Installs the global subscriber. Calling it again (tests) is harmless.
-pub fn init(filter: &str, format: LogFormat) {
-    let mut filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("IBKR_MCP_LOG `{filter}` is not a valid filter ({e}); using `info`");
+/// The filter for `IBKR_MCP_LOG`: as given (or `info` when it does not parse), with the noisy
+/// libraries capped at `info`.
+pub fn filter(text: &str) -> EnvFilter {
+    let mut filter = EnvFilter::try_new(text).unwrap_or_else(|e| {
+        eprintln!("IBKR_MCP_LOG `{text}` is not a valid filter ({e}); using `info`");
         EnvFilter::new("info")
     });
     for noisy in CAPPED {
@@ -32,8 +33,13 @@ pub fn init(filter: &str, format: LogFormat) {
             filter = filter.add_directive(d);
         }
     }
+    filter
+}
+
+/// Installs the global subscriber. Calling it again (tests) is harmless.
+pub fn init(filter: &str, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(self::filter(filter))
         .with_writer(std::io::stderr)
         .with_target(false);
     let _ = match format {

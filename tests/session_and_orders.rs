@@ -441,3 +441,179 @@ async fn scanner_parameters_are_fetched_once_and_repeats_answered_from_the_cache
     }
     assert_eq!(s.hits("GET /iserver/contract/{conid}/info"), 2);
 }
+
+/// Issue 10, item 12: the brokerage session lapsed (here: the simulator expired it) while this
+/// server still thinks it ready. The first read answers anyway: the 401 makes the server re-open
+/// the session and ask once more, and says so.
+#[tokio::test]
+async fn the_first_read_after_a_lapsed_session_answers_instead_of_asking_for_a_login() {
+    let s = sim_server(quiet(), &["--tickle-interval", "3600"]).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    s.sim.control().expire_session();
+    let r = s
+        .server
+        .call(
+            "get_account_summary",
+            args(json!({"accountId": "DU1234567"})),
+        )
+        .await
+        .unwrap();
+    let text = text_of(&r);
+    assert_eq!(r.is_error, Some(false), "{text}");
+    assert!(text.contains("re-opened"), "{text}");
+    assert!(!text.contains("log in"), "{text}");
+    assert!(s.hits("POST /iserver/auth/ssodh/init") >= 1);
+}
+
+/// Item 12: an order refused with 401 because the session lapsed is not sent again; the result
+/// says it was not carried out and the session is open again, and the next call places it once.
+#[tokio::test]
+async fn an_order_refused_by_a_lapsed_session_is_not_resent_and_says_so() {
+    let s = sim_server(
+        quiet().with_questions(QuestionPolicy::Never),
+        &trading(&["--tickle-interval", "3600"]),
+    )
+    .await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    s.sim.control().expire_session();
+    let r = s
+        .server
+        .call("place_orders", args(limit_order()))
+        .await
+        .unwrap();
+    assert_eq!(kind(&r), "session_lapsed", "{}", text_of(&r));
+    assert!(text_of(&r).contains("NOT carried out"), "{}", text_of(&r));
+    assert_eq!(s.hits(PLACE), 1, "sent once, refused with 401, not resent");
+    assert!(s.sim.control().state().orders.is_empty());
+    s.wait_for(State::Ready, Duration::from_secs(5)).await;
+    let ok = s
+        .server
+        .call("place_orders", args(limit_order()))
+        .await
+        .unwrap();
+    assert_eq!(ok.is_error, Some(false), "{}", text_of(&ok));
+    assert_eq!(s.sim.control().state().orders.len(), 1);
+}
+
+/// Item 12 (and issue 11's done-when): with --max-order-notional the policy looks the contract
+/// and a price up first; a lapsed session makes those lookups 401, the server recovers the
+/// session and checks again, and the order is placed exactly once.
+#[tokio::test]
+async fn the_policys_lookups_recover_a_lapsed_session_and_the_order_is_placed_once() {
+    let s = sim_server(
+        quiet().with_questions(QuestionPolicy::Never),
+        &trading(&[
+            "--tickle-interval",
+            "3600",
+            "--max-order-notional",
+            "100000",
+        ]),
+    )
+    .await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    s.sim.control().expire_session();
+    let r = s
+        .server
+        .call("place_orders", args(limit_order()))
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
+    assert_eq!(s.hits(PLACE), 1);
+    assert_eq!(s.sim.control().state().orders.len(), 1);
+}
+
+/// Item 13: the status is checked again when it is stale, so it never says `ready` while the
+/// gateway is down, and what the old brokerage session held is not reported as loaded.
+#[tokio::test]
+async fn session_status_is_current_while_the_gateway_is_down() {
+    let s = sim_server(
+        quiet(),
+        &["--tickle-interval", "3600", "--read-retries", "0"],
+    )
+    .await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    assert!(s.session().status().accounts_loaded);
+    let control = s.sim.control();
+    tokio::spawn(async move { control.restart(Duration::from_secs(10)).await });
+    // More than the status's freshness limit passes without a tickle; the gateway is down.
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    let r = s.server.call("get_session_status", None).await.unwrap();
+    let sc = r.structured_content.unwrap();
+    assert_eq!(sc["state"], "gateway_down", "{sc}");
+    assert_eq!(sc["accounts_loaded"], false, "{sc}");
+}
+
+/// Item 13: in demo mode the login page the model is told about exists and logs the simulator
+/// in (it was a 404).
+#[tokio::test]
+async fn the_demo_login_page_exists_and_logs_the_simulator_in() {
+    use clap::Parser as _;
+    let ibkr_mcp::cli::Command::Serve(cfg) =
+        ibkr_mcp::cli::Cli::try_parse_from(["ibkr-mcp", "serve", "--demo"])
+            .unwrap()
+            .command
+    else {
+        unreachable!()
+    };
+    let (cfg, sim) = ibkr_mcp::server::start_demo(*cfg).await.unwrap();
+    let login = cfg.login_url();
+    sim.control().logout();
+    let http = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let page = http.get(&login).send().await.unwrap();
+    assert_eq!(page.status(), 200, "{login}");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Nobody is logged in") && html.contains("<form"),
+        "{html}"
+    );
+    let done = http.post(format!("{login}/login")).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(done.text().await.unwrap().contains("Logged in"));
+    assert!(sim.control().state().session.authenticated);
+}
+
+/// Item 8: bursts and long runs through the pacer never draw a 429 from a gateway that counts
+/// in sliding windows (before: 40 sequential calls drew three).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_through_the_pacer_draw_no_429() {
+    let s = sim_server(SimConfig::default(), &["--pacing-max-wait", "30"]).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    for _ in 0..40 {
+        let r = s
+            .server
+            .call("get_contract_info", args(json!({"conid": "265598"})))
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
+    }
+    let server = std::sync::Arc::new(s.server.clone());
+    let burst: Vec<_> = (0..30)
+        .map(|i| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let (tool, a) = if i % 2 == 0 {
+                    ("get_contract_info", json!({"conid": "8314"}))
+                } else {
+                    (
+                        "get_market_data_snapshot",
+                        json!({"conids": "265598", "fields": "31"}),
+                    )
+                };
+                server.call(tool, args(a)).await.unwrap()
+            })
+        })
+        .collect();
+    for b in burst {
+        let r = b.await.unwrap();
+        assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
+    }
+    let counters = s.sim.control().counters();
+    assert!(counters.total >= 70, "{counters:?}");
+    assert_eq!(
+        counters.paced, 0,
+        "the simulator answered 429: {counters:?}"
+    );
+}

@@ -122,3 +122,67 @@ fn unknown_operation_is_an_error_not_a_panic() {
     let err = tool_schema::input_schema(&doc, "no_such_operation").unwrap_err();
     assert!(err.contains("no_such_operation"), "{err}");
 }
+
+fn tool(name: &str) -> &'static ibkr_mcp::mcp::catalog::ToolDef {
+    ibkr_mcp::mcp::catalog::all()
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("{name} in the catalog"))
+}
+
+fn required(name: &str) -> Vec<String> {
+    tool(name).input_schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Issue 10, item 14: the schema traps a model fell into while using the server.
+#[test]
+fn schema_traps_found_by_using_the_server_are_gone() {
+    // Required arguments that were optional, so calls without them reached the gateway.
+    assert!(required("search_contracts").contains(&"symbol".to_string()));
+    assert!(required("get_secdef_info").contains(&"conid".to_string()));
+    // The order ticket says where a stop price goes, and which order types exist.
+    let order = &tool("place_orders").input_schema["properties"]["body"]["properties"]["orders"]["items"]
+        ["properties"];
+    let desc = |k: &str| {
+        order[k]["description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(desc("price").contains("STP"), "{}", desc("price"));
+    assert!(
+        desc("auxPrice").contains("STOP_LIMIT") && desc("auxPrice").contains("Not used by STP"),
+        "{}",
+        desc("auxPrice")
+    );
+    for t in ["MKT", "LMT", "STP", "STOP_LIMIT", "TRAIL"] {
+        assert!(desc("orderType").contains(t), "{t}: {}", desc("orderType"));
+    }
+    // Algo parameters are an open object, not one literal placeholder key.
+    let sp = &order["strategyParameters"];
+    assert!(sp.get("properties").is_none(), "{sp}");
+    assert_ne!(sp["additionalProperties"], Value::Bool(false), "{sp}");
+    // No argument named param0.
+    for t in ibkr_mcp::mcp::catalog::all() {
+        if let Some(props) = t.input_schema["properties"].as_object() {
+            assert!(!props.contains_key("param0"), "{} has param0", t.name);
+        }
+    }
+    // The quote tool no longer tells the model to call twice.
+    let snap = &tool("get_market_data_snapshot").description;
+    assert!(!snap.contains("call again"), "{snap}");
+    // Derivative months have their format, so a wrong one is refused with the reason.
+    for name in ["get_secdef_info", "get_option_strikes"] {
+        let month = &tool(name).input_schema["properties"]["month"];
+        let ok = |m: &str| jsonschema::is_valid(month, &Value::String(m.into()));
+        assert!(
+            ok("JAN27") && ok("mar27") && !ok("2027-01") && !ok("January"),
+            "{name}: {month}"
+        );
+    }
+}

@@ -83,6 +83,8 @@ def start_server(tmp_path):
         args = [str(BIN), "serve", "--listen", f"127.0.0.1:{port}", *flags]
         full_env = {**os.environ, "IBKR_MCP_LOG": "ibkr_mcp=debug,rmcp=warn",
                     "IBKR_MCP_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+                    # Never the user's kill switch: each server has its own (absent) one.
+                    "IBKR_MCP_KILL_SWITCH_FILE": str(tmp_path / f"HALT-{port}"),
                     # Mock gateways manage no session; simulator tests turn this back on.
                     "IBKR_MCP_SESSION_KEEPALIVE": "false", **(env or {})}
         with open(log_path, "wb") as log:

@@ -32,7 +32,8 @@ def test_inspector_lists_all_tools_strictly_clean_and_calls_one(start_server, ga
                               query_string={"conids": "265598", "fields": "31,6509"}).respond_with_json(
         [{"conid": 265598, "conidEx": "265598", "31": "189.10"}]
     )
-    server = start_server("--gateway-url", base, "--toolsets", "all", "--allow-trading")
+    server = start_server("--gateway-url", base, "--toolsets", "all", "--allow-trading",
+                          "--allow-question-suppression")
 
     listed = inspector(server.url, "--method", "tools/list")
     assert listed.returncode == 0, listed.stderr

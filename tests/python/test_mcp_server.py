@@ -21,7 +21,7 @@ from werkzeug import Response
 
 from conftest import BIN
 
-ALL = ("--toolsets", "all", "--allow-trading")
+ALL = ("--toolsets", "all", "--allow-trading", "--allow-question-suppression")
 
 
 def catalog() -> list[dict]:
@@ -86,7 +86,7 @@ CALLS = [
     ("get_auth_status", {}, ("POST", "/iserver/auth/status", None, {}),
      {"authenticated": True, "connected": True, "competing": False}),
     ("list_accounts", {}, ("GET", "/iserver/accounts", None, None),
-     {"accounts": ["DU1234567"], "selectedAccount": "DU1234567"}),
+     {"accounts": ["DU1234567"], "selectedAccount": "DU1234567", "isPaper": True}),
     ("get_account_summary", {"accountId": "DU1234567"},
      ("GET", "/iserver/account/DU1234567/summary", None, None), {"accountType": "DEMO"}),
     ("list_positions", {"accountId": "DU1234567", "pageId": "0", "sort": "name", "direction": "a"},

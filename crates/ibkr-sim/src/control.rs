@@ -18,6 +18,9 @@
 //! - `GET|PUT /sim/market/{conid}` (`{"price": x}` sets the last price)
 //! - `POST /sim/restart` (`{"down_ms": n}`): answers at once; the listener goes down about
 //!   100 ms later for `down_ms`.
+//! - `GET /sim` (HTML): the login page of the demo (`serve --demo` names it as the page where a
+//!   person logs in); its button (`POST /sim/login`) logs the gateway in with an open brokerage
+//!   session.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -465,10 +468,47 @@ fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Box<Response>> 
     })
 }
 
+/// The login page a person opens in the browser (like the real gateway's, without a password):
+/// it says whether the simulated gateway is logged in, and one button logs it in.
+fn login_page(c: &SimControl, just_logged_in: bool) -> Response {
+    let s = c.state().session;
+    let status = if just_logged_in {
+        "Logged in. The brokerage session is open: go back to your assistant and try again."
+    } else if s.authenticated {
+        "The simulated gateway is logged in and its brokerage session is open."
+    } else if s.logged_in {
+        "Logged in, but the brokerage session is closed (the MCP server re-opens it)."
+    } else {
+        "Nobody is logged in."
+    };
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>ibkr-sim login</title></head>\
+         <body><h1>IBKR gateway simulator</h1><p>{status}</p>\
+         <p>This is the demo's stand-in for the Client Portal Gateway's login page: paper \
+         accounts and made-up prices, no IBKR account, no password.</p>\
+         <form method=\"post\" action=\"/sim/login\"><button type=\"submit\">Log in</button></form>\
+         </body></html>"
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
+}
+
 /// The `/sim` router.
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     let c = SimControl::new(sim);
     Router::new()
+        .route("/sim", get(|State(c): State<SimControl>| async move { login_page(&c, false) }))
+        .route("/sim/", get(|State(c): State<SimControl>| async move { login_page(&c, false) }))
+        .route(
+            "/sim/login",
+            post(|State(c): State<SimControl>| async move {
+                c.login(true);
+                login_page(&c, true)
+            }),
+        )
         .route("/sim/state", get(|State(c): State<SimControl>| async move { axum::Json(c.state()) }))
         .route(
             "/sim/requests",
