@@ -153,29 +153,53 @@ pub fn is_account_id(s: &str) -> bool {
     (1..=3).contains(&prefix) && digits.len() >= 4 && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// `DU1234567` → `DU****567`: enough to tell accounts apart, not enough to use one.
+/// Every account id in `s` masked, `DU1234567` → `DU****567` (enough to tell accounts apart,
+/// not enough to use one), wherever it stands in the text ("account DU7654321 does not match");
+/// everything else is left as it is.
 pub fn mask_account(s: &str) -> String {
-    let digits = s.trim_start_matches(|c: char| c.is_ascii_uppercase());
-    let prefix = &s[..s.len() - digits.len()];
-    let keep = &digits[digits.len().saturating_sub(3)..];
-    format!("{prefix}{}{keep}", "*".repeat(digits.len() - keep.len()))
+    fn word(w: &str, out: &mut String) {
+        if is_account_id(w) {
+            // An id is ASCII: letters, then digits.
+            let digits = w.trim_start_matches(|c: char| c.is_ascii_uppercase());
+            let keep = &digits[digits.len().saturating_sub(3)..];
+            out.push_str(&w[..w.len() - digits.len()]);
+            out.push_str(&"*".repeat(digits.len() - keep.len()));
+            out.push_str(keep);
+        } else {
+            out.push_str(w);
+        }
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut start = None;
+    for (i, c) in s.char_indices() {
+        match (c.is_ascii_alphanumeric(), start) {
+            (true, None) => start = Some(i),
+            (false, Some(b)) => {
+                word(&s[b..i], &mut out);
+                start = None;
+                out.push(c);
+            }
+            (false, None) => out.push(c),
+            (true, Some(_)) => {}
+        }
+    }
+    if let Some(b) = start {
+        word(&s[b..], &mut out);
+    }
+    out
 }
 
-/// Masks every account id in `v`: string values and object keys.
+/// Masks every account id in `v`: in string values and object keys, also inside text.
 pub fn mask_accounts(v: &mut Value) {
     match v {
-        Value::String(s) if is_account_id(s) => *s = mask_account(s),
+        Value::String(s) => *s = mask_account(s),
         Value::Array(a) => a.iter_mut().for_each(mask_accounts),
         Value::Object(m) => {
             let old = std::mem::take(m);
             let mut new = Map::new();
             for (k, mut x) in old {
                 mask_accounts(&mut x);
-                let k = if is_account_id(&k) {
-                    mask_account(&k)
-                } else {
-                    k
-                };
+                let k = mask_account(&k);
                 new.insert(k, x);
             }
             *m = new;
@@ -199,6 +223,15 @@ mod tests {
         assert!(is_account_id("DU1234567") && is_account_id("U7654321") && is_account_id("F12345"));
         assert!(!is_account_id("AAPL") && !is_account_id("265598") && !is_account_id("DU12"));
         assert_eq!(mask_account("DU1234567"), "DU****567");
+        // Inside text, and never a panic on other characters (an attacker's "x€yz").
+        assert_eq!(
+            mask_account("Order account DU7654321 does not match DU1234567."),
+            "Order account DU****321 does not match DU****567."
+        );
+        assert_eq!(mask_account("x€yz"), "x€yz");
+        assert_eq!(mask_account("€DU1234567€"), "€DU****567€");
+        assert_eq!(mask_account("true"), "true");
+        assert_eq!(mask_account("DUMMY"), "DUMMY");
         let mut v = json!({"accountId": "DU1234567", "DU7654321": {"x": ["U1234567", 5]}, "conid": "265598"});
         mask_accounts(&mut v);
         assert_eq!(

@@ -186,6 +186,21 @@ pub async fn fetch_live_orders(
     .await
 }
 
+/// `GET /iserver/account/order/status/{order}`: one order as the gateway has it.
+pub async fn fetch_order_status(
+    client: &Client,
+    order: &str,
+) -> Result<serde_json::Value, market::LookupError> {
+    json_reply(
+        "order status",
+        client
+            .get_iserver_account_order_status_order_id()
+            .order_id(order.to_string())
+            .send(),
+    )
+    .await
+}
+
 /// `DELETE /iserver/account/{account}/order/{order}`: asks IBKR to cancel one order (sent
 /// once, never retried).
 pub async fn cancel_order(

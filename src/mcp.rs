@@ -58,6 +58,8 @@ pub struct ServerState {
     pub continuations: orders::Continuations,
     /// Ask the human (elicitation) before live orders.
     pub confirm_live_orders: bool,
+    /// The user lets the brokerage session be taken over from a competing login.
+    pub take_over_competing: bool,
     /// Where write attempts are recorded.
     pub audit: std::sync::Arc<audit::AuditLog>,
 }
@@ -325,7 +327,7 @@ impl IbkrServer {
         let mut masked = serde_json::Value::Object(arguments.clone().unwrap_or_default());
         audit::mask_accounts(&mut masked);
         let entry = audit::Entry {
-            time: ctx.time.clone(),
+            time: audit::now(),
             id: ctx.id.clone(),
             phase: "result",
             tool: def.name.clone(),
@@ -373,6 +375,59 @@ impl IbkrServer {
             })
             .await
             .map_err(ToolError::AuditUnavailable)
+    }
+
+    /// The kill switch: refused while it is thrown, and then nothing begun before it (a
+    /// waiting question, a live-order confirmation, a preview token) may complete later.
+    fn check_halt(&self) -> Result<(), ToolError> {
+        let state = &self.state;
+        state.policy.check_halt().map_err(|r| {
+            state.pending.clear();
+            state.continuations.clear();
+            state.policy.clear_previews();
+            ToolError::PolicyRefused {
+                rule: r.rule,
+                message: r.message,
+            }
+        })
+    }
+
+    /// Taking the brokerage session over from another login (TWS, the mobile app) disconnects
+    /// it: the human decides, through elicitation, unless the user set --take-over-competing.
+    async fn confirm_take_over(
+        &self,
+        def: &ToolDef,
+        args: &serde_json::Map<String, serde_json::Value>,
+        human: &orders::Human,
+    ) -> Result<(), ToolError> {
+        let compete = args
+            .get("body")
+            .and_then(|b| b.get("compete"))
+            .and_then(serde_json::Value::as_bool)
+            == Some(true);
+        if def.name != TAKE_OVER_TOOL || !compete || self.state.take_over_competing {
+            return Ok(());
+        }
+        let refused = |why: &str| ToolError::PolicyRefused {
+            rule: "take_over",
+            message: format!(
+                "{why}: taking the brokerage session over disconnects the user's other session \
+                 (TWS, the mobile app). Ask the user to confirm it in their client, or to \
+                 restart this server with --take-over-competing \
+                 (IBKR_MCP_TAKE_OVER_COMPETING=true)."
+            ),
+        };
+        match human
+            .confirm(
+                "Take the IBKR brokerage session over from your other session (TWS, the mobile app \
+             or another gateway)? That session will be disconnected.",
+            )
+            .await
+        {
+            orders::Answer::Yes => Ok(()),
+            orders::Answer::No => Err(refused("the user did not confirm the take-over")),
+            _ => Err(refused("this client cannot ask the user")),
+        }
     }
 
     /// Makes sure the account book knows the login's accounts before a write that names some.
@@ -493,11 +548,11 @@ impl IbkrServer {
                     tool: def.name.clone(),
                 });
             }
-            if let Err(r) = state.policy.check_halt() {
-                return refused(ToolError::PolicyRefused {
-                    rule: r.rule,
-                    message: r.message,
-                });
+            if let Err(e) = self.check_halt() {
+                return refused(e);
+            }
+            if let Err(e) = self.confirm_take_over(def, &args, human).await {
+                return refused(e);
             }
         }
         // The session comes before anything that talks to the gateway, the policy's lookups
@@ -507,10 +562,13 @@ impl IbkrServer {
         }
         if !def.read_only {
             self.ensure_account_book(&args).await;
-            reservation = match self.check_policy(def, &args).await {
-                Ok(r) => r,
-                Err(e) => return refused(e),
-            };
+            if let Err(r) = state.policy.check_accounts(&policy::accounts_in(&args)) {
+                return refused(ToolError::PolicyRefused {
+                    rule: r.rule,
+                    message: r.message,
+                });
+            }
+            // The token before the policy's lookups: an unpreviewed order costs no request.
             if is_order
                 && state.policy.limits().require_preview
                 && let Err(r) =
@@ -523,6 +581,10 @@ impl IbkrServer {
                     message: r.message,
                 });
             }
+            reservation = match self.check_policy(def, &args).await {
+                Ok(r) => r,
+                Err(e) => return refused(e),
+            };
             if op == REPLY_QUESTION {
                 let id = args.get("replyId").and_then(|v| v.as_str()).unwrap_or("");
                 match state.pending.take(id) {
@@ -821,11 +883,7 @@ impl IbkrServer {
                 text,
             }) if tool == def.name => {
                 let yes = orders::answer_in(responses) == orders::Answer::Yes;
-                if let Err(r) = state.policy.check_halt() {
-                    let e = ToolError::PolicyRefused {
-                        rule: r.rule,
-                        message: r.message,
-                    };
+                if let Err(e) = self.check_halt() {
                     return Ok((Attempt::refused(&e), results::failure(&e).into()));
                 }
                 let mut intent = arguments.clone().unwrap_or_default();
@@ -1087,7 +1145,6 @@ const AUDIT_BODY_BYTES: usize = 2048;
 #[derive(Debug)]
 struct CallCtx {
     id: String,
-    time: String,
     started: std::time::Instant,
 }
 
@@ -1095,7 +1152,6 @@ impl CallCtx {
     fn new() -> Self {
         Self {
             id: uuid::Uuid::new_v4().simple().to_string(),
-            time: audit::now(),
             started: std::time::Instant::now(),
         }
     }
@@ -1189,12 +1245,35 @@ impl ServerHandler for IbkrServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
+        use futures::FutureExt as _;
         let human = orders::Human::from_context(&context);
         let resume = request
             .request_state
             .clone()
             .map(|state| (state, request.input_responses.clone()));
-        self.call_with(&request.name, request.arguments, &human, resume)
-            .await
+        let name = request.name.clone();
+        // A bug must not leave the client waiting for an answer that never comes.
+        match std::panic::AssertUnwindSafe(self.call_with(
+            &request.name,
+            request.arguments,
+            &human,
+            resume,
+        ))
+        .catch_unwind()
+        .await
+        {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::error!(tool = %name, "tool call panicked");
+                Err(McpError::internal_error(
+                    format!(
+                        "internal error in ibkr-mcp while running `{name}`; if it changes \
+                         anything, check the current state (for orders: list_orders) before \
+                         trying again"
+                    ),
+                    None,
+                ))
+            }
+        }
     }
 }

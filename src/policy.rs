@@ -50,8 +50,26 @@ pub const ISERVER_ACCOUNTS: &str = "get_iserver_accounts";
 /// The portfolio account list (`type: "DEMO"` marks paper accounts).
 pub const PORTFOLIO_ACCOUNTS: &str = "get_portfolio_accounts";
 
-/// Operations that place or change orders: refused by the guard while the kill switch is on.
+/// Operations that place or change orders: checked by the guard even when not a tool.
 const ORDER_WRITES: &[&str] = &[PLACE_ORDERS, MODIFY_ORDER, REPLY_QUESTION];
+
+/// Most orders in one placement: IBKR takes one order per request, or a bracket.
+const MAX_ORDERS_PER_CALL: usize = 10;
+
+/// Security types whose value depends on a multiplier the gateway must give.
+fn is_derivative(sec_type: &str) -> bool {
+    matches!(
+        sec_type.to_ascii_uppercase().as_str(),
+        "OPT" | "FOP" | "FUT" | "WAR" | "IOPT" | "BAG" | "CFD"
+    )
+}
+
+/// Lookups made for one call, so repeated orders for a contract cost one request each.
+#[derive(Debug, Default)]
+struct Lookups {
+    facts: HashMap<i64, market::ContractFacts>,
+    prices: HashMap<(i64, bool), f64>,
+}
 
 /// Policy settings (see `ServeConfig` for their meaning).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -329,14 +347,84 @@ impl Policy {
             return Ok(None);
         }
         let orders = orders_in(args);
-        for order in &orders {
-            check_shape(order)?;
+        if orders.len() > MAX_ORDERS_PER_CALL {
+            return Err(refuse(
+                "order_shape",
+                format!(
+                    "{} orders in one call; IBKR takes one order per request, or a bracket (a \
+                     parent and its children), so this server accepts at most \
+                     {MAX_ORDERS_PER_CALL}",
+                    orders.len()
+                ),
+            ));
         }
-        let reservation = self.reserve(orders.len().max(1))?;
+        let limited = !self.limits.sec_types.is_empty() || self.limits.max_notional.is_some();
         for order in &orders {
-            self.check_order(order, client).await?;
+            check_shape(order, limited)?;
+            self.check_quantity(order.get("quantity").and_then(market::number))?;
+        }
+        let existing = if operation_id == MODIFY_ORDER {
+            self.working_order(args, client, limited).await?
+        } else {
+            None
+        };
+        let reservation = self.reserve(orders.len().max(1))?;
+        let mut looked_up = Lookups::default();
+        for order in &orders {
+            self.check_order(order, existing.as_ref(), client, &mut looked_up)
+                .await?;
         }
         Ok(reservation)
+    }
+
+    /// The order a modification changes, as the gateway reports it. A modification may leave
+    /// fields out (the gateway keeps their old values), so the limits look at the order as it
+    /// will be; it must stay on its account and its contract.
+    async fn working_order(
+        &self,
+        args: &Map<String, Value>,
+        client: &Client,
+        needed: bool,
+    ) -> Result<Option<Map<String, Value>>, Refusal> {
+        let order_id = args.get("orderId").and_then(Value::as_str).unwrap_or("");
+        let status = match crate::ibkr::fetch_order_status(client, order_id).await {
+            Ok(Value::Object(m)) if !m.contains_key("error") => m,
+            Ok(other) if needed => {
+                return Err(refuse(
+                    "contract",
+                    format!(
+                        "cannot read order {order_id} to check the modification against the \
+                         trading limits ({}); check it with get_order_status",
+                        crate::error::ibkr_message(other.to_string().as_bytes())
+                    ),
+                ));
+            }
+            Err(e) if needed => {
+                return Err(lookup_refusal(
+                    "contract",
+                    &e,
+                    "cannot read the order being modified to check the trading limits",
+                ));
+            }
+            _ => return Ok(None),
+        };
+        if let (Some(owner), Some(path)) = (
+            status.get("account").and_then(Value::as_str),
+            args.get("accountId").and_then(Value::as_str),
+        ) && !owner.is_empty()
+            && owner != path
+        {
+            return Err(refuse(
+                "account",
+                format!(
+                    "order {order_id} belongs to account {}, not {}: a modification stays on its \
+                     order's account",
+                    crate::audit::mask_account(owner),
+                    crate::audit::mask_account(path)
+                ),
+            ));
+        }
+        Ok(Some(status))
     }
 
     /// Takes `n` slots of the per-minute limit, atomically, or refuses.
@@ -380,20 +468,32 @@ impl Policy {
     async fn check_order(
         &self,
         order: &Map<String, Value>,
+        existing: Option<&Map<String, Value>>,
         client: &Client,
+        looked_up: &mut Lookups,
     ) -> Result<(), Refusal> {
-        let quantity = order.get("quantity").and_then(market::number);
-        if let (Some(max), Some(q)) = (self.limits.max_quantity, quantity)
-            && q.abs() > max
-        {
-            return Err(refuse(
-                "quantity",
-                format!(
-                    "the order's quantity {q} is above this server's limit of {max} per order. \
-                     The user sets it with --max-order-quantity (IBKR_MCP_MAX_ORDER_QUANTITY)."
-                ),
-            ));
+        // A modification that leaves the quantity out keeps the order's.
+        let quantity = order.get("quantity").and_then(market::number).or_else(|| {
+            existing.and_then(|e| {
+                ["total_size", "size"]
+                    .iter()
+                    .find_map(|k| e.get(*k).and_then(market::number))
+            })
+        });
+        if let (Some(e), Some(new)) = (existing, conid_of(order)) {
+            let old = e.get("conid").and_then(market::number).map(|c| c as i64);
+            if old.is_some_and(|old| old != new) {
+                return Err(refuse(
+                    "order_shape",
+                    format!(
+                        "a modification cannot move an order to another contract (conid {} to \
+                         {new}); cancel it and place a new order",
+                        old.unwrap_or_default()
+                    ),
+                ));
+            }
         }
+        self.check_quantity(quantity)?;
         let needs_contract =
             !self.limits.sec_types.is_empty() || self.limits.max_notional.is_some();
         if !needs_contract {
@@ -406,13 +506,20 @@ impl Policy {
                  the conid (find it with search_contracts)",
             )
         })?;
-        let facts = market::contract_facts(client, conid).await.map_err(|e| {
-            lookup_refusal(
-                "contract",
-                &e,
-                "cannot check the trading limits because the contract lookup failed",
-            )
-        })?;
+        let facts = match looked_up.facts.get(&conid) {
+            Some(f) => f.clone(),
+            None => {
+                let f = market::contract_facts(client, conid).await.map_err(|e| {
+                    lookup_refusal(
+                        "contract",
+                        &e,
+                        "cannot check the trading limits because the contract lookup failed",
+                    )
+                })?;
+                looked_up.facts.insert(conid, f.clone());
+                f
+            }
+        };
         if !self.limits.sec_types.is_empty() {
             let t = facts.sec_type.clone().unwrap_or_default();
             if !self
@@ -447,30 +554,58 @@ impl Policy {
                 let q = quantity.ok_or_else(|| {
                     refuse("notional", "the order has no quantity to value it by")
                 })?;
+                let Some(multiplier) = facts.multiplier.or_else(|| {
+                    (!facts.sec_type.as_deref().is_some_and(is_derivative)).then_some(1.0)
+                }) else {
+                    return Err(refuse(
+                        "notional",
+                        format!(
+                            "the gateway gives no multiplier for this {} contract, so its value \
+                             cannot be checked against the notional limit; it is refused",
+                            facts.sec_type.as_deref().unwrap_or("derivative")
+                        ),
+                    ));
+                };
                 let buy = order
                     .get("side")
                     .and_then(Value::as_str)
                     .is_some_and(|s| s.eq_ignore_ascii_case("BUY"));
-                let market_price = market::price_for(client, conid, buy).await.map_err(|e| {
-                    lookup_refusal(
-                        "notional",
-                        &e,
-                        "cannot value the order against the notional limit without a current \
-                         price, so it is refused",
-                    )
-                })?;
-                let stated = ["price", "auxPrice"]
+                let market_price = match looked_up.prices.get(&(conid, buy)) {
+                    Some(p) => *p,
+                    None => {
+                        let p = market::price_for(client, conid, buy).await.map_err(|e| {
+                            lookup_refusal(
+                                "notional",
+                                &e,
+                                "cannot value the order against the notional limit without a \
+                                 current price, so it is refused",
+                            )
+                        })?;
+                        looked_up.prices.insert((conid, buy), p);
+                        p
+                    }
+                };
+                // The order's own prices; for a modification that leaves one out, the working
+                // order's (the gateway keeps it).
+                let own = ["price", "auxPrice"]
                     .iter()
-                    .filter_map(|k| order.get(*k).and_then(market::number))
-                    .filter(|p| *p > 0.0)
-                    .fold(0.0_f64, f64::max);
+                    .filter_map(|k| order.get(*k).and_then(market::number));
+                let kept = existing
+                    .filter(|_| !(order.contains_key("price") && order.contains_key("auxPrice")))
+                    .into_iter()
+                    .flat_map(|e| {
+                        ["limit_price", "stop_price", "price", "aux_price"]
+                            .iter()
+                            .filter_map(|k| e.get(*k).and_then(market::number))
+                            .collect::<Vec<_>>()
+                    });
+                let stated = own.chain(kept).filter(|p| *p > 0.0).fold(0.0_f64, f64::max);
                 let unit = market_price.max(stated);
                 (
-                    (q * unit * facts.multiplier).abs(),
+                    (q * unit * multiplier).abs(),
                     format!(
                         "{q} × {unit} (the worse of its own price and the market's {market_price}) \
-                         × multiplier {}",
-                        facts.multiplier
+                         × multiplier {multiplier}"
                     ),
                 )
             };
@@ -486,6 +621,27 @@ impl Policy {
             }
         }
         Ok(())
+    }
+
+    fn check_quantity(&self, quantity: Option<f64>) -> Result<(), Refusal> {
+        match (self.limits.max_quantity, quantity) {
+            (Some(max), Some(q)) if q.abs() > max => Err(refuse(
+                "quantity",
+                format!(
+                    "the order's quantity {q} is above this server's limit of {max} per order. \
+                     The user sets it with --max-order-quantity (IBKR_MCP_MAX_ORDER_QUANTITY)."
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets every preview token (the kill switch was thrown).
+    pub fn clear_previews(&self) {
+        self.previews
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// A token for a successful preview of these orders on this account.
@@ -555,7 +711,8 @@ impl hooks::Guard for Policy {
             rule: r.rule,
             message: r.message,
         };
-        if ORDER_WRITES.contains(&request.operation_id) {
+        // Cancelling stays possible (the kill switch itself cancels working orders).
+        if request.operation_id != CANCEL_ORDER {
             self.check_halt().map_err(to_hooks)?;
         }
         self.check_accounts(&accounts_in_request(request.path_params, request.body))
@@ -580,7 +737,15 @@ impl hooks::Guard for Policy {
 
 /// The order-ticket shapes that would make the limits check something else than what IBKR
 /// executes: both `cashQty` and `quantity`, or a `conidex` whose contract is not `conid`.
-fn check_shape(order: &Map<String, Value>) -> Result<(), Refusal> {
+fn check_shape(order: &Map<String, Value>, limited: bool) -> Result<(), Refusal> {
+    let conidex = order.get("conidex").and_then(Value::as_str).unwrap_or("");
+    if limited && conidex.contains(';') {
+        return Err(refuse(
+            "order_shape",
+            "a combination order (legs in its conidex) cannot be checked against this server's \
+             security-type and notional limits, so it is refused while they are set",
+        ));
+    }
     if order.get("cashQty").is_some_and(|v| !v.is_null())
         && order.get("quantity").is_some_and(|v| !v.is_null())
     {
@@ -790,20 +955,27 @@ mod tests {
     #[test]
     fn order_shapes_that_hide_the_real_order_are_refused() {
         let both = obj(json!({"conid": 5, "quantity": 1, "cashQty": 100}));
-        assert_eq!(check_shape(&both).unwrap_err().rule, "order_shape");
+        assert_eq!(check_shape(&both, false).unwrap_err().rule, "order_shape");
         let two = obj(json!({"conid": 5, "conidex": "6@SMART", "quantity": 1}));
         assert!(
-            check_shape(&two)
+            check_shape(&two, false)
                 .unwrap_err()
                 .message
                 .contains("two contracts")
         );
-        check_shape(&obj(
-            json!({"conid": 5, "conidex": "5@SMART", "quantity": 1}),
-        ))
-        .unwrap();
-        check_shape(&obj(json!({"conidex": "5", "quantity": 1}))).unwrap();
-        assert!(check_shape(&obj(json!({"conidex": "x;;;y", "quantity": 1}))).is_err());
+        let same = obj(json!({"conid": 5, "conidex": "5@SMART", "quantity": 1}));
+        check_shape(&same, false).unwrap();
+        check_shape(&obj(json!({"conidex": "5", "quantity": 1})), false).unwrap();
+        let bad = obj(json!({"conidex": "x;;;y", "quantity": 1}));
+        assert!(check_shape(&bad, false).is_err());
+        let combo = obj(json!({"conid": 28812380, "conidex": "28812380;;;265598/100,272093/-100"}));
+        check_shape(&combo, false).unwrap();
+        assert!(
+            check_shape(&combo, true)
+                .unwrap_err()
+                .message
+                .contains("combination")
+        );
     }
 
     #[test]

@@ -125,6 +125,7 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
         pending: crate::mcp::orders::PendingQuestions::default(),
         continuations: crate::mcp::orders::Continuations::default(),
         confirm_live_orders: cfg.confirm_live_orders,
+        take_over_competing: cfg.take_over_competing,
         demo: cfg.demo,
         policy,
         audit,

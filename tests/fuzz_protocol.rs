@@ -368,6 +368,7 @@ async fn traversal_payloads_in_path_parameters_never_reach_another_endpoint() {
         "/portfolio/accounts",
         "/iserver/contract/{conid}/info",
         "/iserver/marketdata/snapshot",
+        "/iserver/account/order/status/{orderId}",
     ];
     let mut runner = TestRunner::new(Config {
         cases: 400,

@@ -247,6 +247,7 @@ async fn traversal_in_path_parameters_never_leaves_the_tools_own_endpoint() {
             "/portfolio/accounts",
             "/iserver/contract/{conid}/info",
             "/iserver/marketdata/snapshot",
+            "/iserver/account/order/status/{orderId}",
         ];
         assert!(
             seen.iter()
@@ -889,4 +890,231 @@ async fn halt_with_cancel_orders_cancels_working_orders_once() {
     assert_eq!(log.matches("\"kill_switch_cancel\"").count(), 2, "{log}");
     assert_eq!(log.matches("\"kill_switch_engaged\"").count(), 1, "{log}");
     assert!(!log.contains("DU1234567"), "account ids are masked");
+}
+
+/// Found by attacking the fixes: a modification that leaves the price out keeps the working
+/// order's (the gateway keeps it), so it is valued with it; it cannot move the order to another
+/// contract or account.
+#[tokio::test]
+async fn a_modification_is_valued_as_the_order_it_leaves_at_the_gateway() {
+    let gateway = MockServer::start_async().await;
+    let orders = accept_orders(&gateway).await;
+    paper_login(&gateway, &["DU1", "DU2"], true).await;
+    contract(&gateway, 265598).await;
+    gateway
+        .mock_async(|when, then| {
+            when.method(GET)
+                .path("/v1/api/iserver/marketdata/snapshot")
+                .query_param("conids", "265598");
+            then.status(200).json_body(
+                json!([{"conid": 265598, "31": "229.00", "84": "228.95", "86": "229.05"}]),
+            );
+        })
+        .await;
+    gateway
+        .mock_async(|when, then| {
+            when.method(GET)
+                .path("/v1/api/iserver/account/order/status/77");
+            then.status(200)
+                .json_body(json!({"order_id": 77, "conid": 265598, "account": "DU1",
+                "order_type": "STOP", "limit_price": "300.00", "total_size": "1.0", "side": "B"}));
+        })
+        .await;
+    let s = server(
+        &gw(&gateway),
+        &["--allow-trading", "--max-order-notional", "5000"],
+    );
+    let modify = |account: &str, body: Value| {
+        args(json!({"accountId": account, "orderId": "77", "body": body}))
+    };
+    // 21 × the kept stop of 300 = 6300, not 21 × the ask of 229.05.
+    let no_price =
+        json!({"conid": 265598, "side": "BUY", "orderType": "STP", "tif": "GTC", "quantity": 21});
+    let r = s
+        .call("modify_order", modify("DU1", no_price))
+        .await
+        .unwrap();
+    assert_eq!(rule(&r), "notional", "{}", text_of(&r));
+    assert!(text_of(&r).contains("6300.00"), "{}", text_of(&r));
+    let other_contract = json!({"conid": 8314, "side": "BUY", "orderType": "STP", "tif": "GTC", "quantity": 1, "price": 1});
+    let r = s
+        .call("modify_order", modify("DU1", other_contract))
+        .await
+        .unwrap();
+    assert_eq!(rule(&r), "order_shape", "{}", text_of(&r));
+    let small = json!({"conid": 265598, "side": "BUY", "orderType": "STP", "tif": "GTC", "quantity": 2, "price": 250});
+    let r = s
+        .call("modify_order", modify("DU2", small.clone()))
+        .await
+        .unwrap();
+    assert_eq!(rule(&r), "account", "{}", text_of(&r));
+    assert_eq!(orders.calls_async().await, 0);
+    // Control: a modification within the limit goes through.
+    let r = s.call("modify_order", modify("DU1", small)).await.unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
+    assert_eq!(orders.calls_async().await, 1);
+}
+
+/// Found by attacking the fixes: orders that could not be valued were valued low.
+#[tokio::test]
+async fn orders_that_cannot_be_valued_are_refused_not_undervalued() {
+    let gateway = MockServer::start_async().await;
+    let orders = accept_orders(&gateway).await;
+    let any = gateway
+        .mock_async(|when, then| {
+            when.method(GET).path_includes("/iserver/contract/");
+            then.status(200).json_body(json!({"con_id": 1111, "symbol": "X", "instrument_type": "OPT", "currency": "USD", "multiplier": ""}));
+        })
+        .await;
+    paper_login(&gateway, &["DU1"], true).await;
+    gateway
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/api/iserver/marketdata/snapshot");
+            then.status(200)
+                .json_body(json!([{"conid": 1111, "31": "5.00", "84": "4.95", "86": "5.05"}]));
+        })
+        .await;
+    let s = server(
+        &gw(&gateway),
+        &["--allow-trading", "--max-order-notional", "1000"],
+    );
+    // An option without a multiplier from the gateway.
+    let r = s
+        .call("place_orders", place("DU1", limit(1111, "BUY", 100.0, 5.0)))
+        .await
+        .unwrap();
+    assert_eq!(rule(&r), "notional", "{}", text_of(&r));
+    assert!(text_of(&r).contains("multiplier"), "{}", text_of(&r));
+    // A combination order: its legs are not valued, so it is refused under the limit.
+    let combo = json!({"conid": 28812380, "conidex": "28812380;;;265598/100,272093/-100", "orderType": "LMT", "side": "BUY", "tif": "DAY", "quantity": 1, "price": 1});
+    let r = s.call("place_orders", place("DU1", combo)).await.unwrap();
+    assert_eq!(rule(&r), "order_shape", "{}", text_of(&r));
+    // Hundreds of orders in one call are refused before any lookup.
+    let before = any.calls_async().await;
+    let many: Vec<Value> = (0..300).map(|_| limit(1111, "BUY", 1.0, 5.0)).collect();
+    let r = s
+        .call(
+            "place_orders",
+            args(json!({"accountId": "DU1", "body": {"orders": many}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rule(&r), "order_shape", "{}", text_of(&r));
+    assert_eq!(
+        any.calls_async().await,
+        before,
+        "no lookup for a refused batch"
+    );
+    assert_eq!(orders.calls_async().await, 0);
+}
+
+/// Found by attacking the fixes: a non-ASCII id in a refusal panicked the call (no answer, no
+/// audit line).
+#[tokio::test]
+async fn a_non_ascii_account_id_is_refused_and_audited_not_a_panic() {
+    let gateway = MockServer::start_async().await;
+    paper_login(&gateway, &["DU1"], true).await;
+    let audit = temp("unicode-audit.jsonl");
+    let s = server(
+        &gw(&gateway),
+        &[
+            "--allow-trading",
+            "--toolsets",
+            "all",
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+    );
+    let r = s
+        .call(
+            "set_active_account",
+            args(json!({"body": {"acctId": "x€yz"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rule(&r), "live_account", "{}", text_of(&r));
+    let r = s
+        .call(
+            "place_orders",
+            args(json!({"accountId": "DU1", "body": {"orders": [{"acctId": "a€bc", "conid": 1, "side": "BUY", "orderType": "LMT", "price": 1, "tif": "DAY", "quantity": 1}]}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rule(&r), "live_account", "{}", text_of(&r));
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert_eq!(log.matches("\"phase\":\"result\"").count(), 2, "{log}");
+}
+
+/// Found by attacking the fixes: a question waiting when the kill switch was thrown could be
+/// confirmed after it was lifted; and the model could take the brokerage session over from the
+/// user's other login without anyone asking the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_begun_before_a_halt_completes_after_it_and_take_over_needs_the_user() {
+    let sim = quiet_sim().await;
+    let switch = temp("HALT-pending");
+    let s = server(
+        &sim.base_url(),
+        &[
+            "--allow-trading",
+            "--toolsets",
+            "all",
+            "--kill-switch-file",
+            switch.to_str().unwrap(),
+        ],
+    );
+    let price = sim.control().price(265598).unwrap();
+    let r = s
+        .call(
+            "place_orders",
+            place(
+                "DU1234567",
+                limit(265598, "BUY", 1.0, (price * 0.5).round()),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(kind(&r), "order_question", "{}", text_of(&r));
+    let reply_id = r.structured_content.unwrap()["error"]["question"]["reply_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ks = ibkr_mcp::halt::KillSwitch::new(switch.clone());
+    ks.engage("test", false).unwrap();
+    let reply = || args(json!({"replyId": reply_id, "body": {"confirmed": true}}));
+    let r = s.call("reply_order_question", reply()).await.unwrap();
+    assert_eq!(rule(&r), "kill_switch", "{}", text_of(&r));
+    ks.release().unwrap();
+    let r = s.call("reply_order_question", reply()).await.unwrap();
+    assert_eq!(rule(&r), "reply_id", "{}", text_of(&r));
+    assert!(
+        sim.control().state().orders.is_empty(),
+        "nothing was booked"
+    );
+    // Taking the session over needs the user: this client cannot ask, so it is refused.
+    let r = s
+        .call(
+            "init_brokerage_session",
+            args(json!({"body": {"compete": true, "publish": true}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rule(&r), "take_over", "{}", text_of(&r));
+    assert!(text_of(&r).contains("--take-over-competing"));
+    let allowed = server(
+        &sim.base_url(),
+        &[
+            "--allow-trading",
+            "--toolsets",
+            "all",
+            "--take-over-competing",
+        ],
+    );
+    let r = allowed
+        .call(
+            "init_brokerage_session",
+            args(json!({"body": {"compete": true, "publish": true}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
 }

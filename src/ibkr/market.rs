@@ -15,8 +15,8 @@ pub struct ContractFacts {
     pub conid: i64,
     /// Security type (`STK`, `OPT`, `FUT`, `CASH`, ...), if the gateway says.
     pub sec_type: Option<String>,
-    /// Contract multiplier (1 when the gateway gives none).
-    pub multiplier: f64,
+    /// Contract multiplier, when the gateway gives a positive one.
+    pub multiplier: Option<f64>,
     /// Trading currency, if the gateway says.
     pub currency: Option<String>,
     /// Symbol, if the gateway says.
@@ -121,11 +121,7 @@ pub async fn contract_facts(client: &Client, conid: i64) -> Result<ContractFacts
     Ok(ContractFacts {
         conid,
         sec_type: text("instrument_type").or_else(|| text("secType")),
-        multiplier: v
-            .get("multiplier")
-            .and_then(number)
-            .filter(|m| *m > 0.0)
-            .unwrap_or(1.0),
+        multiplier: v.get("multiplier").and_then(number).filter(|m| *m > 0.0),
         currency: text("currency"),
         symbol: text("symbol"),
     })

@@ -34,6 +34,10 @@ pub async fn watch(state: Arc<ServerState>, stop: CancellationToken) {
                 let key = format!("{}|{}", h.id, h.since);
                 if seen.as_deref() != Some(key.as_str()) {
                     seen = Some(key);
+                    // Nothing begun before the halt may complete after it.
+                    state.pending.clear();
+                    state.continuations.clear();
+                    state.policy.clear_previews();
                     tracing::warn!(reason = %h.reason, cancel_orders = h.cancel_orders, "kill switch thrown: every tool that changes anything is refused");
                     event(
                         &state,

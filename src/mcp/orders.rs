@@ -71,6 +71,11 @@ impl PendingQuestions {
         );
     }
 
+    /// Forgets every waiting question (the kill switch was thrown: none may be confirmed later).
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Takes the pending question `id` (single use).
     pub fn take(&self, id: &str) -> Option<Pending> {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -175,6 +180,15 @@ pub fn describe(
             }
             if o.contains_key("auxPrice") {
                 d.push_str(&format!(" stop {}", s("auxPrice")));
+            }
+            // The ticket's own account, when it names one (an advisor's client account).
+            if let Some(acct) = o.get("acctId").and_then(Value::as_str)
+                && crate::audit::mask_account(acct) != account
+            {
+                d.push_str(&format!(
+                    " for account {}",
+                    crate::audit::mask_account(acct)
+                ));
             }
             d
         })
@@ -379,6 +393,11 @@ impl Continuations {
         m.retain(|_, (_, at)| at.elapsed() < PENDING_TTL);
         m.insert(handle.clone(), (c, Instant::now()));
         handle
+    }
+
+    /// Forgets every continuation (the kill switch was thrown).
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Takes the continuation of `handle`, if it exists and is fresh.
@@ -644,6 +663,13 @@ mod tests {
             describe(args.as_object().unwrap(), &symbols),
             "BUY 10 AAPL (conid 265598) LMT 150.25, SELL 1 conid 8314 STOP_LIMIT 9 stop 10 on \
              DU****567"
+        );
+        let advisor = json!({"accountId": "F1234567", "body": {"orders": [
+            {"acctId": "U7654321", "conid": 8314, "side": "BUY", "quantity": 500, "orderType": "MKT"}
+        ]}});
+        assert_eq!(
+            describe(advisor.as_object().unwrap(), &symbols),
+            "BUY 500 conid 8314 MKT for account U****321 on F****567"
         );
     }
 
