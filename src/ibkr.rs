@@ -115,23 +115,16 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, reqwest::Error> {
     ))
 }
 
-/// One internal request's 2xx JSON reply, or why there is none.
-async fn json_reply<T, E>(
+/// The 2xx JSON reply a capture recorded, or why there is none.
+fn json_of(
     what: &str,
-    send: impl std::future::Future<
-        Output = Result<progenitor_client::ResponseValue<T>, progenitor_client::Error<E>>,
-    >,
-) -> Result<serde_json::Value, market::LookupError>
-where
-    E: std::fmt::Debug,
-{
-    let (result, record) = hooks::capture(send).await;
+    failure: Option<String>,
+    record: hooks::CallRecord,
+) -> Result<serde_json::Value, market::LookupError> {
     let Some(reply) = record.reply else {
-        let why = match result {
-            Err(progenitor_client::Error::CommunicationError(e)) => crate::error::root_cause(&e),
-            Err(progenitor_client::Error::Custom(text)) => text,
-            Err(other) => other.to_string(),
-            Ok(_) => "no reply".into(),
+        let why = match record.refusal {
+            Some(r) => r.to_string(),
+            None => failure.unwrap_or_else(|| "no reply".into()),
         };
         return Err(market::LookupError {
             message: format!("{what}: no reply from the gateway ({why})"),
@@ -154,36 +147,76 @@ where
     })
 }
 
+/// Calls the operation of allowlisted tool `tool` for the server itself, with `args` checked
+/// and converted against that tool's input schema as a model's arguments would be. Going
+/// through the generated tool table (not a hand-written builder call) keeps this compiling
+/// against any IBKR document: a document without the tool, or with other parameter types,
+/// gives an error here at run time, never a build failure.
+async fn call_tool(
+    client: &Client,
+    tool: &str,
+    args: serde_json::Value,
+) -> Result<serde_json::Value, market::LookupError> {
+    use crate::mcp::dispatch;
+    let unavailable = |why: String| market::LookupError {
+        message: format!("{tool}: {why}"),
+        status: None,
+    };
+    let def = crate::mcp::catalog::all()
+        .iter()
+        .find(|t| t.name == tool && !t.operation_id.is_empty())
+        .ok_or_else(|| unavailable("not available from the IBKR document of this build".into()))?;
+    let args = crate::mcp::args::prepare(def, args.as_object().cloned())
+        .map_err(|problems| unavailable(format!("arguments refused: {}", problems.join("; "))))?;
+    let body = args
+        .get("body")
+        .map(|b| bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
+    let mut call_args = dispatch::Args::new(args);
+    let (sent, record) = hooks::capture_with_body(
+        body,
+        Box::pin(dispatch::call_generated(client, tool, &mut call_args)),
+    )
+    .await;
+    let failure = match sent {
+        None => return Err(unavailable("no generated call".into())),
+        Some(Err(e)) => return Err(unavailable(format!("`{}`: {}", e.field, e.message))),
+        Some(Ok(dispatch::Sent::Failed(progenitor_client::Error::CommunicationError(e)))) => {
+            Some(crate::error::root_cause(&e))
+        }
+        Some(Ok(dispatch::Sent::Failed(e))) => Some(e.to_string()),
+        Some(Ok(dispatch::Sent::Answered { .. })) => None,
+    };
+    json_of(tool, failure, record)
+}
+
 /// `GET /iserver/accounts`: the login's accounts (IBKR wants it called once per brokerage
 /// session before orders). The trading policy learns the paper accounts from the reply.
 pub async fn fetch_accounts(client: &Client) -> Result<serde_json::Value, market::LookupError> {
-    json_reply("/iserver/accounts", client.get_iserver_accounts().send()).await
+    call_tool(client, "list_accounts", serde_json::json!({})).await
 }
 
 /// `GET /portfolio/accounts`: the portfolio accounts (`type: "DEMO"` marks paper accounts).
 pub async fn fetch_portfolio_accounts(
     client: &Client,
 ) -> Result<serde_json::Value, market::LookupError> {
-    json_reply(
-        "/portfolio/accounts",
-        client.get_portfolio_accounts().send(),
-    )
-    .await
+    call_tool(client, "list_portfolio_accounts", serde_json::json!({})).await
 }
 
-/// `GET /iserver/account/orders?accountId=…`: the live orders of one account.
+/// `GET /iserver/account/orders?accountId=…`: the live orders of one account (of the selected
+/// account when the document has no `accountId` parameter).
 pub async fn fetch_live_orders(
     client: &Client,
     account: &str,
 ) -> Result<serde_json::Value, market::LookupError> {
-    json_reply(
-        "/iserver/account/orders",
-        client
-            .get_iserver_account_orders()
-            .account_id(account.to_string())
-            .send(),
-    )
-    .await
+    let def = crate::mcp::catalog::all()
+        .iter()
+        .find(|t| t.name == "list_orders");
+    let args = if def.is_some_and(|d| d.args.iter().any(|a| a.name == "accountId")) {
+        serde_json::json!({ "accountId": account })
+    } else {
+        serde_json::json!({})
+    };
+    call_tool(client, "list_orders", args).await
 }
 
 /// `GET /iserver/account/order/status/{order}`: one order as the gateway has it.
@@ -191,12 +224,10 @@ pub async fn fetch_order_status(
     client: &Client,
     order: &str,
 ) -> Result<serde_json::Value, market::LookupError> {
-    json_reply(
-        "order status",
-        client
-            .get_iserver_account_order_status_order_id()
-            .order_id(order.to_string())
-            .send(),
+    call_tool(
+        client,
+        "get_order_status",
+        serde_json::json!({ "orderId": order }),
     )
     .await
 }
@@ -208,13 +239,10 @@ pub async fn cancel_order(
     account: &str,
     order: &str,
 ) -> Result<serde_json::Value, market::LookupError> {
-    json_reply(
-        "cancel order",
-        client
-            .delete_iserver_account_account_id_order_order_id()
-            .account_id(account.to_string())
-            .order_id(order.to_string())
-            .send(),
+    call_tool(
+        client,
+        "cancel_order",
+        serde_json::json!({ "accountId": account, "orderId": order }),
     )
     .await
 }

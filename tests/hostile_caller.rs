@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use common::{args, server, server_state, text_of};
+use common::{POLICY_LOOKUPS, args, paper_login, server, server_state, text_of};
 use httpmock::prelude::*;
 use ibkr_mcp::mcp::catalog::{self, ToolDef};
 use serde_json::{Map, Value, json};
@@ -242,13 +242,6 @@ async fn traversal_in_path_parameters_never_leaves_the_tools_own_endpoint() {
             continue; // only ids of questions this server asked can be answered
         }
         let seen = sim.control().requests();
-        let lookups = [
-            "/iserver/accounts",
-            "/portfolio/accounts",
-            "/iserver/contract/{conid}/info",
-            "/iserver/marketdata/snapshot",
-            "/iserver/account/order/status/{orderId}",
-        ];
         assert!(
             seen.iter()
                 .any(|e| e.template.as_deref() == Some(def.path.as_str())
@@ -262,7 +255,7 @@ async fn traversal_in_path_parameters_never_leaves_the_tools_own_endpoint() {
         for e in &seen {
             let t = e.template.as_deref().unwrap_or("(unknown)");
             assert!(
-                t == def.path || lookups.contains(&t),
+                t == def.path || POLICY_LOOKUPS.contains(&t),
                 "{} also reached {} {}",
                 def.name,
                 e.method,
@@ -335,18 +328,6 @@ async fn the_request_guard_alone_stops_traversal_that_skips_argument_checks() {
     }
     println!("guard: {stopped} requests stopped before the network");
     assert!(stopped > 1000, "{stopped}");
-}
-
-/// A paper login's account list and a quote for a contract.
-async fn paper_login(gateway: &MockServer, accounts: &[&str], paper: bool) {
-    let accounts: Vec<String> = accounts.iter().map(|s| s.to_string()).collect();
-    gateway
-        .mock_async(move |when, then| {
-            when.method(GET).path("/v1/api/iserver/accounts");
-            then.status(200)
-                .json_body(json!({"accounts": accounts, "isPaper": paper}));
-        })
-        .await;
 }
 
 async fn accept_orders(gateway: &MockServer) -> httpmock::Mock<'_> {

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{args, server, text_of};
+use common::{args, paper_login, server, text_of};
 use httpmock::prelude::*;
 use serde_json::{Value, json};
 
@@ -58,18 +58,6 @@ async fn accept_orders(gateway: &MockServer) -> httpmock::Mock<'_> {
                 .json_body(json!([{"order_id": "1", "order_status": "Submitted"}]));
         })
         .await
-}
-
-/// The gateway's account list for a paper login: every account it lists is a paper account.
-async fn paper_login(gateway: &MockServer, accounts: &[&str]) {
-    let accounts: Vec<&str> = accounts.to_vec();
-    gateway
-        .mock_async(move |when, then| {
-            when.method(GET).path("/v1/api/iserver/accounts");
-            then.status(200)
-                .json_body(json!({"accounts": accounts, "isPaper": true}));
-        })
-        .await;
 }
 
 /// A snapshot of `conid` with last, bid and ask.
@@ -215,7 +203,7 @@ async fn quantity_notional_and_security_type_limits_refuse_before_sending() {
     contract(&gateway, 265598, "STK", json!(null)).await;
     contract(&gateway, 495512563, "FUT", json!("50")).await;
     contract(&gateway, 700000001, "OPT", json!("100")).await;
-    paper_login(&gateway, &["DU1"]).await;
+    paper_login(&gateway, &["DU1"], true).await;
     quote(&gateway, 265598, 189.10, 189.05, 189.15).await;
     quote(&gateway, 495512563, 3990.0, 3989.75, 3990.25).await;
     let audit = audit_path("limits");
@@ -305,7 +293,7 @@ async fn market_orders_are_valued_at_a_fresh_quote_after_the_preflight() {
     let gateway = MockServer::start_async().await;
     let orders = accept_orders(&gateway).await;
     contract(&gateway, 265598, "STK", json!(null)).await;
-    paper_login(&gateway, &["DU1"]).await;
+    paper_login(&gateway, &["DU1"], true).await;
     // The first snapshot for a contract carries no values (the gateway starts a subscription).
     let cold = gateway
         .mock_async(|when, then| {
@@ -353,7 +341,7 @@ async fn market_orders_are_valued_at_a_fresh_quote_after_the_preflight() {
 async fn orders_per_minute_are_limited_across_calls() {
     let gateway = MockServer::start_async().await;
     let orders = accept_orders(&gateway).await;
-    paper_login(&gateway, &["DU1"]).await;
+    paper_login(&gateway, &["DU1"], true).await;
     let s = server(
         &gw(&gateway),
         &[
@@ -405,7 +393,7 @@ async fn placing_requires_a_preview_of_the_identical_order_when_configured() {
                 .json_body(json!({"amount": {"commission": "1 USD"}}));
         })
         .await;
-    paper_login(&gateway, &["DU1"]).await;
+    paper_login(&gateway, &["DU1"], true).await;
     let s = server(
         &gw(&gateway),
         &[

@@ -11,17 +11,6 @@ use common::{args, server, text_of};
 use httpmock::prelude::*;
 use serde_json::json;
 
-/// The gateway's account list for a paper login (orders go to paper accounts only).
-async fn paper_login(gateway: &MockServer) {
-    gateway
-        .mock_async(|when, then| {
-            when.method(GET).path("/v1/api/iserver/accounts");
-            then.status(200)
-                .json_body(json!({"accounts": ["DU1234567", "DU1"], "isPaper": true}));
-        })
-        .await;
-}
-
 fn gw(server: &MockServer) -> String {
     format!("{}/v1/api", server.base_url())
 }
@@ -92,7 +81,7 @@ async fn positions_put_account_and_page_in_the_path_and_options_in_the_query() {
 #[tokio::test]
 async fn place_orders_posts_the_orders_object_to_the_account_path() {
     let gateway = MockServer::start_async().await;
-    paper_login(&gateway).await;
+    common::paper_login(&gateway, &["DU1234567", "DU1"], true).await;
     let order = json!({"conid": 265598, "orderType": "LMT", "price": 150.25, "side": "BUY", "tif": "DAY", "quantity": 3, "cOID": "my-1"});
     let m = gateway
         .mock_async(|when, then| {
@@ -303,7 +292,7 @@ async fn gateway_statuses_become_actionable_errors() {
 #[tokio::test]
 async fn order_rejected_with_http_200_error_body_is_an_error_with_ibkrs_words() {
     let gateway = MockServer::start_async().await;
-    paper_login(&gateway).await;
+    common::paper_login(&gateway, &["DU1234567", "DU1"], true).await;
     let m = gateway
         .mock_async(|when, then| {
             when.method(POST).path("/v1/api/iserver/account/DU1/orders");
@@ -345,7 +334,7 @@ async fn unreachable_gateway_names_the_url_and_the_setting() {
 #[tokio::test]
 async fn write_that_times_out_is_sent_once_and_says_check_before_retrying() {
     let gateway = MockServer::start_async().await;
-    paper_login(&gateway).await;
+    common::paper_login(&gateway, &["DU1234567", "DU1"], true).await;
     let m = gateway
         .mock_async(|when, then| {
             when.method(DELETE)

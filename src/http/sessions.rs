@@ -2,7 +2,7 @@
 //!
 //! rmcp's `LocalSessionManager` keeps every session until it is closed; sessions that end by
 //! idling out stay in its table. [`CappedSessions`] wraps it: it counts the sessions whose
-//! worker is alive (each session's transport carries a [`Slot`] that gives its place back when
+//! worker is alive (each session's transport carries a `Slot` that gives its place back when
 //! the session ends, however it ends, and removes the session from the table), refuses a new
 //! session beyond the cap, and sets the idle expiry. `crate::http` asks [`CappedSessions::full`]
 //! first, to answer an `initialize` over the cap with a clear HTTP 503.
@@ -89,7 +89,7 @@ impl Drop for Slot {
     }
 }
 
-/// A session's transport with its [`Slot`].
+/// A session's transport with its `Slot` (its place under the cap).
 pub struct Counted<T> {
     inner: T,
     _slot: Slot,

@@ -235,3 +235,27 @@ pub async fn sim_server(config: ibkr_sim::SimConfig, extra: &[&str]) -> SimServe
         _stop: cancel.drop_guard(),
     }
 }
+
+/// The lookups the trading policy may make for a write, besides the tool's own endpoint (path
+/// templates as the simulator's request log names them).
+pub const POLICY_LOOKUPS: &[&str] = &[
+    "/iserver/accounts",
+    "/portfolio/accounts",
+    "/iserver/contract/{conid}/info",
+    "/iserver/marketdata/snapshot",
+    "/iserver/account/order/status/{orderId}",
+];
+
+/// The mock gateway's account list: `accounts`, and whether the login is a paper login (every
+/// account of a paper login is a paper account).
+pub async fn paper_login(gateway: &httpmock::MockServer, accounts: &[&str], paper: bool) {
+    let accounts: Vec<String> = accounts.iter().map(|s| s.to_string()).collect();
+    gateway
+        .mock_async(move |when, then| {
+            when.method(httpmock::Method::GET)
+                .path("/v1/api/iserver/accounts");
+            then.status(200)
+                .json_body(serde_json::json!({"accounts": accounts, "isPaper": paper}));
+        })
+        .await;
+}
