@@ -96,17 +96,6 @@ impl AuditLog {
         self.write(line)
     }
 
-    /// Opens the file now (a write is refused when it cannot be recorded).
-    pub async fn ensure_open(self: &Arc<Self>) -> Result<(), String> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = this.file.lock().unwrap_or_else(|p| p.into_inner());
-            this.open(&mut guard)
-        })
-        .await
-        .map_err(|e| format!("audit writer stopped: {e}"))?
-    }
-
     fn open(&self, guard: &mut Option<std::fs::File>) -> Result<(), String> {
         if guard.is_none() {
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -122,6 +122,10 @@ fn json_of(
     record: hooks::CallRecord,
 ) -> Result<serde_json::Value, market::LookupError> {
     let Some(reply) = record.reply else {
+        let retry_after = match &record.refusal {
+            Some(hooks::Refusal::Paced { retry_after, .. }) => Some(*retry_after),
+            _ => None,
+        };
         let why = match record.refusal {
             Some(r) => r.to_string(),
             None => failure.unwrap_or_else(|| "no reply".into()),
@@ -129,6 +133,7 @@ fn json_of(
         return Err(market::LookupError {
             message: format!("{what}: no reply from the gateway ({why})"),
             status: None,
+            retry_after,
         });
     };
     if !(200..300).contains(&reply.status) {
@@ -139,11 +144,13 @@ fn json_of(
                 crate::error::ibkr_message(&reply.body)
             ),
             status: Some(reply.status),
+            retry_after: None,
         });
     }
     serde_json::from_slice(&reply.body).map_err(|e| market::LookupError {
         message: format!("{what}: the reply is not JSON: {e}"),
         status: Some(reply.status),
+        retry_after: None,
     })
 }
 
@@ -161,6 +168,7 @@ async fn call_tool(
     let unavailable = |why: String| market::LookupError {
         message: format!("{tool}: {why}"),
         status: None,
+        retry_after: None,
     };
     let def = crate::mcp::catalog::all()
         .iter()

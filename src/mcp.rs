@@ -65,6 +65,15 @@ pub struct ServerState {
 }
 
 impl ServerState {
+    /// Voids everything a write begun before now could still complete with: questions waiting
+    /// for a reply, confirmations a stateless client would bring back, preview tokens (the kill
+    /// switch was thrown).
+    pub fn void_pending(&self) {
+        self.pending.clear();
+        self.continuations.clear();
+        self.policy.clear_previews();
+    }
+
     /// The `instructions` returned by `initialize`: the workflow, in terms of the exposed tools.
     pub fn instructions(&self) -> String {
         let has = |n: &str| self.inventory.get(n).is_some();
@@ -382,9 +391,7 @@ impl IbkrServer {
     fn check_halt(&self) -> Result<(), ToolError> {
         let state = &self.state;
         state.policy.check_halt().map_err(|r| {
-            state.pending.clear();
-            state.continuations.clear();
-            state.policy.clear_previews();
+            state.void_pending();
             ToolError::PolicyRefused {
                 rule: r.rule,
                 message: r.message,
@@ -426,7 +433,11 @@ impl IbkrServer {
         {
             orders::Answer::Yes => Ok(()),
             orders::Answer::No => Err(refused("the user did not confirm the take-over")),
-            _ => Err(refused("this client cannot ask the user")),
+            orders::Answer::AskLater => Err(refused(
+                "this server asks for this confirmation only through elicitation requests, which \
+                 2026-07-28 clients do not take",
+            )),
+            orders::Answer::Unavailable => Err(refused("this client cannot ask the user")),
         }
     }
 
@@ -585,7 +596,7 @@ impl IbkrServer {
                 Ok(r) => r,
                 Err(e) => return refused(e),
             };
-            if op == REPLY_QUESTION {
+            if op == policy::REPLY_QUESTION {
                 let id = args.get("replyId").and_then(|v| v.as_str()).unwrap_or("");
                 match state.pending.take(id) {
                     Some(p) => chain_from = Some(p),
@@ -694,7 +705,7 @@ impl IbkrServer {
         });
 
         // An order answered with a question: run the chain.
-        let question_reply = (is_order || op == REPLY_QUESTION)
+        let question_reply = (is_order || op == policy::REPLY_QUESTION)
             .then_some(record.reply.as_ref())
             .flatten()
             .filter(|r| (200..300).contains(&r.status))
@@ -1005,7 +1016,8 @@ impl IbkrServer {
         match session.ensure_ready(need_accounts).await {
             Ok(()) if def.read_only => {
                 notes.push(
-                    "The brokerage session had lapsed (IBKR answered 401); this server re-opened                      it and asked again."
+                    "The brokerage session had lapsed (IBKR answered 401); this server re-opened \
+                     it and asked again."
                         .into(),
                 );
                 let (sent, record) = self.send(def, args).await?;
@@ -1124,8 +1136,6 @@ impl IbkrServer {
 /// The session resource's URI.
 pub const SESSION_RESOURCE: &str = "ibkr://session";
 
-/// Operation that answers order questions.
-pub const REPLY_QUESTION: &str = policy::REPLY_QUESTION;
 /// The tool that opens (or takes over) the brokerage session.
 pub const TAKE_OVER_TOOL: &str = "init_brokerage_session";
 /// `get_session_status` checks the gateway again when its last look is older than this.

@@ -333,16 +333,17 @@ impl Policy {
         Ok(())
     }
 
-    /// Checks a write call with its (validated) arguments before anything is sent. `client`
-    /// is used to look contracts and prices up when a limit needs them. For orders, the
-    /// returned reservation holds their slots of the per-minute limit.
+    /// The order checks of a placement or modification, with its (validated) arguments,
+    /// before anything is sent (its accounts are [`check_accounts`](Self::check_accounts)'
+    /// business, before this, and the request guard's). `client` is used to look contracts and
+    /// prices up when a limit needs them. The returned reservation holds the orders' slots of
+    /// the per-minute limit.
     pub async fn check(
         &self,
         operation_id: &str,
         args: &Map<String, Value>,
         client: &Client,
     ) -> Result<Option<Reservation<'_>>, Refusal> {
-        self.check_accounts(&accounts_in(args))?;
         if operation_id != PLACE_ORDERS && operation_id != MODIFY_ORDER {
             return Ok(None);
         }
@@ -358,7 +359,7 @@ impl Policy {
                 ),
             ));
         }
-        let limited = !self.limits.sec_types.is_empty() || self.limits.max_notional.is_some();
+        let limited = self.needs_contract();
         for order in &orders {
             check_shape(order, limited)?;
             self.check_quantity(order.get("quantity").and_then(market::number))?;
@@ -494,9 +495,7 @@ impl Policy {
             }
         }
         self.check_quantity(quantity)?;
-        let needs_contract =
-            !self.limits.sec_types.is_empty() || self.limits.max_notional.is_some();
-        if !needs_contract {
+        if !self.needs_contract() {
             return Ok(());
         }
         let conid = conid_of(order).ok_or_else(|| {
@@ -621,6 +620,11 @@ impl Policy {
             }
         }
         Ok(())
+    }
+
+    /// Whether a limit needs the contract (its security type, or a price to value it at).
+    fn needs_contract(&self) -> bool {
+        !self.limits.sec_types.is_empty() || self.limits.max_notional.is_some()
     }
 
     fn check_quantity(&self, quantity: Option<f64>) -> Result<(), Refusal> {

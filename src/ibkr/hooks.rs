@@ -75,8 +75,6 @@ impl std::fmt::Display for Refusal {
 pub struct Outgoing<'a> {
     /// operationId.
     pub operation_id: &'static str,
-    /// HTTP method.
-    pub method: &'a reqwest::Method,
     /// Path parameters by template name, as they appear in the final URL.
     pub path_params: &'a [(String, String)],
     /// The JSON body that will be sent, if any.
@@ -299,7 +297,6 @@ impl Hooks {
             })?;
         guard.check(&Outgoing {
             operation_id,
-            method: request.method(),
             path_params: &params,
             body: body.as_ref(),
         })
@@ -395,27 +392,17 @@ fn excerpt_raw(body: &[u8]) -> String {
     s
 }
 
-/// A transport error for the log: its URL's account ids masked.
+/// A transport error for the log: the innermost cause and the URL without its query, account
+/// ids masked.
 fn masked_error(e: &reqwest::Error) -> String {
+    let cause = crate::error::root_cause(e);
     match e.url() {
-        Some(url) => {
-            let masked: Vec<String> = url
-                .path()
-                .split('/')
-                .map(|seg| {
-                    if crate::audit::is_account_id(seg) {
-                        crate::audit::mask_account(seg)
-                    } else {
-                        seg.to_string()
-                    }
-                })
-                .collect();
-            let mut shown = url.clone();
-            shown.set_path(&masked.join("/"));
-            shown.set_query(None);
-            format!("{} ({shown})", crate::error::root_cause(e))
-        }
-        None => crate::error::root_cause(e),
+        Some(u) => crate::audit::mask_account(&format!(
+            "{cause} ({}{})",
+            u.origin().ascii_serialization(),
+            u.path()
+        )),
+        None => cause,
     }
 }
 

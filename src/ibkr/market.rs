@@ -30,11 +30,17 @@ pub struct LookupError {
     pub message: String,
     /// The gateway's HTTP status, when it answered.
     pub status: Option<u16>,
+    /// Not sent because of IBKR's rate limits (client-side pacing): when a retry can succeed.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl LookupError {
     fn new(message: String, status: Option<u16>) -> Self {
-        Self { message, status }
+        Self {
+            message,
+            status,
+            retry_after: None,
+        }
     }
 
     /// The gateway answered 401: the brokerage session is gone.

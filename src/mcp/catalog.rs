@@ -286,11 +286,6 @@ impl Inventory {
         self.by_name.get(name).map(|&i| (*self.tools[i].1).clone())
     }
 
-    /// Whether `name` is a tool hidden because trading is not allowed.
-    pub fn is_hidden_write(&self, name: &str) -> bool {
-        self.hidden_writes.contains(name)
-    }
-
     /// Why a known tool that changes anything is not served, as the refusal a call gets.
     pub fn hidden_refusal(&self, name: &str) -> Option<crate::error::ToolError> {
         if self.hidden_writes.contains(name) {
@@ -435,7 +430,10 @@ mod tests {
                 d.name
             );
         }
-        assert!(inv.is_hidden_write("place_orders"));
+        assert_eq!(
+            inv.hidden_refusal("place_orders").unwrap().kind(),
+            "trading_disabled"
+        );
         assert!(inv.get("place_orders").is_none());
     }
 

@@ -34,10 +34,7 @@ pub async fn watch(state: Arc<ServerState>, stop: CancellationToken) {
                 let key = format!("{}|{}", h.id, h.since);
                 if seen.as_deref() != Some(key.as_str()) {
                     seen = Some(key);
-                    // Nothing begun before the halt may complete after it.
-                    state.pending.clear();
-                    state.continuations.clear();
-                    state.policy.clear_previews();
+                    state.void_pending();
                     tracing::warn!(reason = %h.reason, cancel_orders = h.cancel_orders, "kill switch thrown: every tool that changes anything is refused");
                     event(
                         &state,
@@ -143,9 +140,9 @@ async fn list_with_patience(
     for _ in 0..4 {
         match crate::ibkr::fetch_live_orders(&state.client, account).await {
             Ok(v) => return Ok(v),
-            Err(e) if e.status.is_none() && e.message.contains("paced") => {
+            Err(e) if e.retry_after.is_some() => {
+                tokio::time::sleep(e.retry_after.unwrap_or_default()).await;
                 last = Some(e);
-                tokio::time::sleep(Duration::from_secs(2)).await;
             }
             Err(e) => return Err(e),
         }
