@@ -9,7 +9,9 @@
 //! - `repaired_openapi.json`: the document the client was generated from;
 //! - `build_report.json`: what was patched, skipped, excluded and why;
 //! - `tools.json` and `tool_specs.rs`: the MCP tool table (`spec/tools.toml` joined with the
-//!   document and the client) as data, and as an invocation of the `ibkr_tools!` macro.
+//!   document and the client) as data, and as an invocation of the `ibkr_tools!` macro;
+//! - `internal_ops.rs`: the operations the server calls for itself (`spec/internal.toml`) as
+//!   constants of `ibkr::gateway::ops`.
 //!
 //! A defect in the document never fails the build: patches that no longer apply are skipped,
 //! operations progenitor cannot generate are excluded, and both are reported as
@@ -117,6 +119,23 @@ fn run() -> Result<(), String> {
         );
     }
     write(&out.join("tool_specs.rs"), &toolgen::render_macro(&tools))?;
+
+    let internal_path = manifest.join("spec").join("internal.toml");
+    let internal_text = std::fs::read_to_string(&internal_path)
+        .map_err(|e| format!("cannot read {}: {e}", internal_path.display()))?;
+    let internal = toolgen::parse_internal(&internal_text, &allowlist)?;
+    for e in &internal {
+        if !tools.tools.iter().any(|t| t.operation_id == e.operation) {
+            println!(
+                "cargo:warning=internal operation {} is not available from this document: {} will not work",
+                e.operation, e.feature
+            );
+        }
+    }
+    write(
+        &out.join("internal_ops.rs"),
+        &toolgen::render_internal(&internal),
+    )?;
     write(
         &out.join("tools.json"),
         &serde_json::to_string(&tools).map_err(|e| e.to_string())?,

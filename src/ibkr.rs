@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+pub mod gateway;
 pub mod hooks;
 pub mod market;
 pub mod pacing;
@@ -19,7 +20,8 @@ pub mod generated {
     include!(concat!(env!("OUT_DIR"), "/ibkr_api.rs"));
 }
 
-pub use generated::{Client, types};
+pub use gateway::{LookupError, ops};
+pub use generated::Client;
 
 /// One operation of the generated client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,99 +117,27 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, reqwest::Error> {
     ))
 }
 
-/// The 2xx JSON reply a capture recorded, or why there is none.
-fn json_of(
-    what: &str,
-    failure: Option<String>,
-    record: hooks::CallRecord,
-) -> Result<serde_json::Value, market::LookupError> {
-    let Some(reply) = record.reply else {
-        let retry_after = match &record.refusal {
-            Some(hooks::Refusal::Paced { retry_after, .. }) => Some(*retry_after),
-            _ => None,
-        };
-        let why = match record.refusal {
-            Some(r) => r.to_string(),
-            None => failure.unwrap_or_else(|| "no reply".into()),
-        };
-        return Err(market::LookupError {
-            message: format!("{what}: no reply from the gateway ({why})"),
-            status: None,
-            retry_after,
-        });
-    };
-    if !(200..300).contains(&reply.status) {
-        return Err(market::LookupError {
-            message: format!(
-                "{what}: the gateway answered HTTP {}: {}",
-                reply.status,
-                crate::error::ibkr_message(&reply.body)
-            ),
-            status: Some(reply.status),
-            retry_after: None,
-        });
-    }
-    serde_json::from_slice(&reply.body).map_err(|e| market::LookupError {
-        message: format!("{what}: the reply is not JSON: {e}"),
-        status: Some(reply.status),
-        retry_after: None,
-    })
-}
-
-/// Calls the operation of allowlisted tool `tool` for the server itself, with `args` checked
-/// and converted against that tool's input schema as a model's arguments would be. Going
-/// through the generated tool table (not a hand-written builder call) keeps this compiling
-/// against any IBKR document: a document without the tool, or with other parameter types,
-/// gives an error here at run time, never a build failure.
-async fn call_tool(
-    client: &Client,
-    tool: &str,
-    args: serde_json::Value,
-) -> Result<serde_json::Value, market::LookupError> {
-    use crate::mcp::dispatch;
-    let unavailable = |why: String| market::LookupError {
-        message: format!("{tool}: {why}"),
-        status: None,
-        retry_after: None,
-    };
-    let def = crate::mcp::catalog::all()
-        .iter()
-        .find(|t| t.name == tool && !t.operation_id.is_empty())
-        .ok_or_else(|| unavailable("not available from the IBKR document of this build".into()))?;
-    let args = crate::mcp::args::prepare(def, args.as_object().cloned())
-        .map_err(|problems| unavailable(format!("arguments refused: {}", problems.join("; "))))?;
-    let body = args
-        .get("body")
-        .map(|b| bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
-    let mut call_args = dispatch::Args::new(args);
-    let (sent, record) = hooks::capture_with_body(
-        body,
-        Box::pin(dispatch::call_generated(client, tool, &mut call_args)),
-    )
-    .await;
-    let failure = match sent {
-        None => return Err(unavailable("no generated call".into())),
-        Some(Err(e)) => return Err(unavailable(format!("`{}`: {}", e.field, e.message))),
-        Some(Ok(dispatch::Sent::Failed(progenitor_client::Error::CommunicationError(e)))) => {
-            Some(crate::error::root_cause(&e))
-        }
-        Some(Ok(dispatch::Sent::Failed(e))) => Some(e.to_string()),
-        Some(Ok(dispatch::Sent::Answered { .. })) => None,
-    };
-    json_of(tool, failure, record)
-}
-
 /// `GET /iserver/accounts`: the login's accounts (IBKR wants it called once per brokerage
 /// session before orders). The trading policy learns the paper accounts from the reply.
-pub async fn fetch_accounts(client: &Client) -> Result<serde_json::Value, market::LookupError> {
-    call_tool(client, "list_accounts", serde_json::json!({})).await
+pub async fn fetch_accounts(client: &Client) -> Result<serde_json::Value, LookupError> {
+    gateway::call_json(
+        client,
+        "list_accounts",
+        ops::ACCOUNTS,
+        serde_json::json!({}),
+    )
+    .await
 }
 
 /// `GET /portfolio/accounts`: the portfolio accounts (`type: "DEMO"` marks paper accounts).
-pub async fn fetch_portfolio_accounts(
-    client: &Client,
-) -> Result<serde_json::Value, market::LookupError> {
-    call_tool(client, "list_portfolio_accounts", serde_json::json!({})).await
+pub async fn fetch_portfolio_accounts(client: &Client) -> Result<serde_json::Value, LookupError> {
+    gateway::call_json(
+        client,
+        "list_portfolio_accounts",
+        ops::PORTFOLIO_ACCOUNTS,
+        serde_json::json!({}),
+    )
+    .await
 }
 
 /// `GET /iserver/account/orders?accountId=…`: the live orders of one account (of the selected
@@ -215,26 +145,27 @@ pub async fn fetch_portfolio_accounts(
 pub async fn fetch_live_orders(
     client: &Client,
     account: &str,
-) -> Result<serde_json::Value, market::LookupError> {
+) -> Result<serde_json::Value, LookupError> {
     let def = crate::mcp::catalog::all()
         .iter()
-        .find(|t| t.name == "list_orders");
+        .find(|t| t.operation_id == ops::LIVE_ORDERS.operation_id);
     let args = if def.is_some_and(|d| d.args.iter().any(|a| a.name == "accountId")) {
         serde_json::json!({ "accountId": account })
     } else {
         serde_json::json!({})
     };
-    call_tool(client, "list_orders", args).await
+    gateway::call_json(client, "list_orders", ops::LIVE_ORDERS, args).await
 }
 
 /// `GET /iserver/account/order/status/{order}`: one order as the gateway has it.
 pub async fn fetch_order_status(
     client: &Client,
     order: &str,
-) -> Result<serde_json::Value, market::LookupError> {
-    call_tool(
+) -> Result<serde_json::Value, LookupError> {
+    gateway::call_json(
         client,
         "get_order_status",
+        ops::ORDER_STATUS,
         serde_json::json!({ "orderId": order }),
     )
     .await
@@ -246,10 +177,11 @@ pub async fn cancel_order(
     client: &Client,
     account: &str,
     order: &str,
-) -> Result<serde_json::Value, market::LookupError> {
-    call_tool(
+) -> Result<serde_json::Value, LookupError> {
+    gateway::call_json(
         client,
         "cancel_order",
+        ops::CANCEL_ORDER,
         serde_json::json!({ "accountId": account, "orderId": order }),
     )
     .await
@@ -276,21 +208,20 @@ pub struct Readiness {
 /// Asks the gateway for its auth status (`POST /iserver/auth/status`) and reads the flags from
 /// the raw reply, whatever shape it has.
 pub async fn probe(client: &Client) -> Readiness {
-    let (result, record) = hooks::capture(client.post_iserver_auth_status().send()).await;
     let mut r = Readiness::default();
-    let Some(reply) = record.reply else {
-        r.reason = Some(match result {
-            Err(e) => format!("gateway unreachable: {e}"),
-            Ok(_) => "no reply".into(),
-        });
-        return r;
+    let reply = match gateway::call(client, ops::AUTH_STATUS, serde_json::json!({})).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            r.reason = Some(format!("gateway unreachable: {e}"));
+            return r;
+        }
     };
     r.reachable = true;
     if reply.status == 401 {
         r.reason = Some("not logged in (HTTP 401): log in at the gateway's page".into());
         return r;
     }
-    if !(200..300).contains(&reply.status) {
+    if !reply.is_success() {
         r.reason = Some(format!("gateway answered HTTP {}", reply.status));
         return r;
     }

@@ -8,7 +8,6 @@
 
 pub mod args;
 pub mod catalog;
-pub mod dispatch;
 pub mod halt;
 pub mod orders;
 pub mod quotes;
@@ -26,7 +25,8 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use tracing::Instrument as _;
 
 use crate::error::ToolError;
-use crate::ibkr::{Client, hooks};
+use crate::ibkr::Client;
+use crate::ibkr::gateway::{self, Reply};
 use crate::{audit, policy};
 use catalog::{Inventory, ToolDef};
 
@@ -662,12 +662,14 @@ impl IbkrServer {
         tracing::debug!(arguments = %logged, "calling");
 
         let mut notes = Vec::new();
-        let (mut sent, mut record, lapsed) = self.send_recovering(def, &args, &mut notes).await?;
+        let (mut outcome, lapsed) = self.send_recovering(def, &args, &mut notes).await;
         if is_snapshot {
-            self.warm_up(def, &args, &mut sent, &mut record, &mut notes)
-                .await?;
+            self.warm_up(def, &args, &mut outcome, &mut notes).await;
         }
-        let reached_gateway = record.sent > 0;
+        let reached_gateway = match &outcome {
+            Ok(_) => true,
+            Err(e) => e.reached_gateway(),
+        };
         if let Some(r) = reservation.take()
             && reached_gateway
         {
@@ -675,18 +677,21 @@ impl IbkrServer {
         }
         if let (
             Some(session),
-            Ok(dispatch::Sent::Failed(progenitor_client::Error::CommunicationError(e))),
-        ) = (&state.session, &sent)
-            && e.is_connect()
+            Err(gateway::Error::Transport {
+                kind: gateway::TransportKind::Connect,
+                cause,
+                ..
+            }),
+        ) = (&state.session, &outcome)
         {
-            session.saw_unreachable(&crate::error::root_cause(e));
+            session.saw_unreachable(cause);
         }
         if op == UNSUBSCRIBE_ALL
             && let Some(session) = &state.session
         {
             session.forget_warm(None);
         }
-        let reply_summary = record.reply.as_ref().map(|r| {
+        let reply_summary = outcome.as_ref().ok().map(|r| {
             let mut body =
                 serde_json::from_slice::<serde_json::Value>(&r.body).unwrap_or_else(|_| {
                     serde_json::Value::String(String::from_utf8_lossy(&r.body).into_owned())
@@ -706,10 +711,9 @@ impl IbkrServer {
 
         // An order answered with a question: run the chain.
         let question_reply = (is_order || op == policy::REPLY_QUESTION)
-            .then_some(record.reply.as_ref())
+            .then_some(outcome.as_ref().ok())
             .flatten()
-            .filter(|r| (200..300).contains(&r.status))
-            .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
+            .and_then(|r| r.json().ok())
             .filter(|v| orders::question_in(v).is_some());
         let mut answered = Vec::new();
         let mut response: CallToolResponse = if let Some(e) = lapsed {
@@ -733,7 +737,7 @@ impl IbkrServer {
             answered = a;
             r
         } else {
-            let mut r = results::from_call(def, sent, record, &state.results);
+            let mut r = results::from_call(def, outcome, &state.results);
             r.content.extend(
                 notes
                     .iter()
@@ -963,30 +967,8 @@ impl IbkrServer {
         &self,
         def: &'static ToolDef,
         args: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<
-        (
-            Result<dispatch::Sent, dispatch::ArgError>,
-            hooks::CallRecord,
-        ),
-        McpError,
-    > {
-        let body = args
-            .get("body")
-            .map(|b| bytes::Bytes::from(serde_json::to_vec(b).unwrap_or_default()));
-        let mut call_args = dispatch::Args::new(args.clone());
-        let (sent, record) = hooks::capture_with_body(
-            body,
-            Box::pin(dispatch::call_generated(
-                &self.state.client,
-                &def.name,
-                &mut call_args,
-            )),
-        )
-        .await;
-        let sent = sent.ok_or_else(|| {
-            McpError::internal_error(format!("tool `{}` has no generated call", def.name), None)
-        })?;
-        Ok((sent, record))
+    ) -> Result<Reply, gateway::Error> {
+        gateway::send(&self.state.client, &def.name, args).await
     }
 
     /// [`send`](Self::send); after a 401 (the brokerage session lapsed: timeout, a competing
@@ -998,18 +980,11 @@ impl IbkrServer {
         def: &'static ToolDef,
         args: &serde_json::Map<String, serde_json::Value>,
         notes: &mut Vec<String>,
-    ) -> Result<
-        (
-            Result<dispatch::Sent, dispatch::ArgError>,
-            hooks::CallRecord,
-            Option<ToolError>,
-        ),
-        McpError,
-    > {
-        let (sent, record) = self.send(def, args).await?;
-        let unauthorized = record.reply.as_ref().is_some_and(|r| r.status == 401);
+    ) -> (Result<Reply, gateway::Error>, Option<ToolError>) {
+        let outcome = self.send(def, args).await;
+        let unauthorized = outcome.as_ref().is_ok_and(|r| r.status == 401);
         let Some(session) = self.state.session.as_ref().filter(|_| unauthorized) else {
-            return Ok((sent, record, None));
+            return (outcome, None);
         };
         session.saw_unauthorized();
         let need_accounts = crate::ibkr::session::needs_accounts(&def.path);
@@ -1020,17 +995,15 @@ impl IbkrServer {
                      it and asked again."
                         .into(),
                 );
-                let (sent, record) = self.send(def, args).await?;
-                Ok((sent, record, None))
+                (self.send(def, args).await, None)
             }
-            Ok(()) => Ok((
-                sent,
-                record,
+            Ok(()) => (
+                outcome,
                 Some(ToolError::SessionLapsed {
                     tool: def.name.clone(),
                 }),
-            )),
-            Err(p) => Ok((sent, record, Some(self.session_error(p)))),
+            ),
+            Err(p) => (outcome, Some(self.session_error(p))),
         }
     }
 
@@ -1058,22 +1031,16 @@ impl IbkrServer {
         &self,
         def: &'static ToolDef,
         args: &serde_json::Map<String, serde_json::Value>,
-        sent: &mut Result<dispatch::Sent, dispatch::ArgError>,
-        record: &mut hooks::CallRecord,
+        outcome: &mut Result<Reply, gateway::Error>,
         notes: &mut Vec<String>,
-    ) -> Result<(), McpError> {
+    ) {
         let fields = quotes::requested(args);
         let asked = quotes::conids(args);
         let started = std::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(150);
         loop {
-            let Some(reply) = record
-                .reply
-                .as_ref()
-                .filter(|r| (200..300).contains(&r.status))
-                .and_then(|r| serde_json::from_slice::<serde_json::Value>(&r.body).ok())
-            else {
-                return Ok(());
+            let Some(reply) = outcome.as_ref().ok().and_then(|r| r.json().ok()) else {
+                return;
             };
             let cold = quotes::cold(&reply, &asked, &fields);
             if let Some(session) = &self.state.session {
@@ -1083,7 +1050,7 @@ impl IbkrServer {
             }
             if cold.is_empty() {
                 notes.extend(quotes::availability_notes(&reply));
-                return Ok(());
+                return;
             }
             if started.elapsed() + pause > self.state.snapshot_wait {
                 notes.extend(quotes::availability_notes(&reply));
@@ -1094,16 +1061,13 @@ impl IbkrServer {
                     cold.join(", "),
                     started.elapsed().as_secs_f64()
                 ));
-                return Ok(());
+                return;
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(std::time::Duration::from_secs(1));
-            let (s, r) = self.send(def, args).await?;
-            let failed = !matches!(s, Ok(dispatch::Sent::Answered { .. }));
-            *sent = s;
-            *record = r;
-            if failed {
-                return Ok(());
+            *outcome = self.send(def, args).await;
+            if !outcome.as_ref().is_ok_and(Reply::is_success) {
+                return;
             }
         }
     }

@@ -113,7 +113,7 @@ fn refuse(rule: &'static str, message: impl Into<String>) -> Refusal {
     }
 }
 
-fn lookup_refusal(rule: &'static str, e: &market::LookupError, what: &str) -> Refusal {
+fn lookup_refusal(rule: &'static str, e: &crate::ibkr::LookupError, what: &str) -> Refusal {
     Refusal {
         rule,
         message: format!("{what} ({e})"),

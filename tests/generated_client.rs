@@ -108,7 +108,7 @@ async fn place_order_sends_the_orders_object_the_gateway_expects_and_reads_a_que
         })
         .await;
     let client = client_for(&server);
-    let body: ibkr_mcp::ibkr::types::OrdersSubmissionRequest = serde_json::from_value(serde_json::json!({
+    let body: ibkr_mcp::ibkr::generated::types::OrdersSubmissionRequest = serde_json::from_value(serde_json::json!({
         "orders": [{"conid": 265598, "orderType": "LMT", "price": 150.25, "side": "BUY", "tif": "DAY", "quantity": 1}]
     }))
     .expect("order body");

@@ -42,7 +42,6 @@ struct Tool {
     read_only: bool,
     destructive: bool,
     idempotent: bool,
-    open_world: bool,
     description: Option<String>,
 }
 
@@ -245,11 +244,19 @@ fn allowlist_toolset_is_known() {
 }
 
 #[test]
-fn allowlist_open_world_is_always_true() {
-    let wrong = tools_where(|t| !t.open_world);
+fn open_world_is_true_exactly_for_the_tools_that_reach_ibkr() {
+    let mut gateway_tools = 0;
+    for def in ibkr_mcp::mcp::catalog::all() {
+        let tool = ibkr_mcp::mcp::catalog::to_mcp_tool(def);
+        let hint = tool.annotations.as_ref().and_then(|a| a.open_world_hint);
+        let reaches_ibkr = !ibkr_mcp::mcp::catalog::is_server_tool(def);
+        assert_eq!(hint, Some(reaches_ibkr), "{}", def.name);
+        gateway_tools += usize::from(reaches_ibkr);
+    }
+    assert_eq!(gateway_tools, load_tools().len());
     assert!(
-        wrong.is_empty(),
-        "every tool talks to IBKR, so open_world must be true: {wrong:?}"
+        ibkr_mcp::mcp::catalog::all().len() > gateway_tools,
+        "a server tool is listed"
     );
 }
 
@@ -271,13 +278,22 @@ fn seed_endpoints_in_document_are_covered_by_tools() {
     let listed: BTreeSet<String> = load_tools().into_iter().map(|t| t.operation).collect();
     let mut absent = Vec::new();
     let mut uncovered = Vec::new();
-    for (method, path) in seed_endpoints() {
-        match operations::find(&method, &path) {
+    let seed = seed_endpoints();
+    for (method, path) in &seed {
+        let (method, path) = (method.as_str(), path.as_str());
+        // The older server sometimes used another method for the same endpoint (GET /tickle,
+        // POST in the document): the path decides, the method only when it matches.
+        let found = operations::find(method, path).or_else(|| {
+            ["GET", "POST", "PUT", "DELETE", "PATCH"]
+                .iter()
+                .find_map(|m| operations::find(m, path))
+        });
+        match found {
             None => absent.push(format!("{method} {path}")),
             Some(op) if !listed.contains(op.operation_id) => uncovered.push(format!(
                 "{method} {path} ({}, normalized {})",
                 op.operation_id,
-                normalize_template(&path)
+                normalize_template(path)
             )),
             Some(_) => {}
         }
@@ -292,5 +308,13 @@ fn seed_endpoints_in_document_are_covered_by_tools() {
     assert!(
         uncovered.is_empty(),
         "seed endpoints that exist in the document but have no tool: {uncovered:?}"
+    );
+    // Most of the list must be found, or a change of path normalization (or of the list's
+    // format) would make every endpoint "absent" and this test pass on nothing.
+    let found = seed.len() - absent.len();
+    assert!(
+        found * 3 >= seed.len() * 2,
+        "only {found} of {} seed endpoints were found in the pinned document: {absent:?}",
+        seed.len()
     );
 }

@@ -10,7 +10,7 @@
 //! - opens one tracing span per operation (operation id, status, duration) and logs bodies only
 //!   at TRACE, capped, never headers (the gateway's cookies stay out of logs);
 //! - keeps the gateway's raw reply (status and body bytes) for the tool call that made the
-//!   request ([`capture`]), so a reply that does not fit its generated type is still returned
+//!   request ([`capture_with_body`]), so a reply that does not fit its generated type is still returned
 //!   to the model as IBKR sent it;
 //! - answers again from its [`ReplyCache`] for the few operations IBKR allows only rarely and
 //!   whose reply is reference data (the scanner parameters, once per 15 minutes), without
@@ -310,9 +310,9 @@ impl Hooks {
     }
 }
 
-/// What the gateway answered to the last request of a [`capture`] scope.
+/// What the gateway answered to the last request of a [`capture_with_body`] scope.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Captured {
+pub(super) struct Captured {
     /// operationId of the request.
     pub operation_id: &'static str,
     /// HTTP status.
@@ -327,9 +327,9 @@ pub struct Captured {
     pub cached: Option<Duration>,
 }
 
-/// What happened inside a [`capture`] scope.
+/// What happened inside a [`capture_with_body`] scope.
 #[derive(Debug, Default)]
-pub struct CallRecord {
+pub(super) struct CallRecord {
     /// The JSON body to send instead of the typed one (see [`capture_with_body`]).
     pub body: Option<Bytes>,
     /// The last reply received.
@@ -345,14 +345,13 @@ tokio::task_local! {
 }
 
 /// Runs `fut` (which makes gateway requests through the generated client) and returns its
-/// output with a record of what the gateway answered. Outside a scope nothing is recorded.
-pub async fn capture<F: Future>(fut: F) -> (F::Output, CallRecord) {
-    capture_with_body(None, fut).await
-}
-
-/// Like [`capture`], and every request with a body sends `body` (JSON) in place of the body
-/// the generated client serialized from its typed value.
-pub async fn capture_with_body<F: Future>(body: Option<Bytes>, fut: F) -> (F::Output, CallRecord) {
+/// output with a record of what the gateway answered; every request with a body sends `body`
+/// (JSON) in place of the body the generated client serialized from its typed value. Outside a
+/// scope nothing is recorded. Only [`super::gateway`] calls it.
+pub(super) async fn capture_with_body<F: Future>(
+    body: Option<Bytes>,
+    fut: F,
+) -> (F::Output, CallRecord) {
     let record = CallRecord {
         body,
         ..CallRecord::default()
@@ -603,7 +602,7 @@ struct Reply {
 }
 
 impl Reply {
-    /// Records the reply for the tool call ([`capture`]) and rebuilds it as a response.
+    /// Records the reply for the tool call ([`capture_with_body`]) and rebuilds it as a response.
     fn deliver(
         self,
         operation_id: &'static str,

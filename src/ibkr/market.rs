@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::{Client, hooks};
+use super::Client;
+use super::gateway::{self, Error, LookupError, ops};
 
 /// What the trading limits need to know about a contract.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,38 +22,6 @@ pub struct ContractFacts {
     pub currency: Option<String>,
     /// Symbol, if the gateway says.
     pub symbol: Option<String>,
-}
-
-/// A lookup the server made for itself that did not give an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LookupError {
-    /// What happened, in words.
-    pub message: String,
-    /// The gateway's HTTP status, when it answered.
-    pub status: Option<u16>,
-    /// Not sent because of IBKR's rate limits (client-side pacing): when a retry can succeed.
-    pub retry_after: Option<std::time::Duration>,
-}
-
-impl LookupError {
-    fn new(message: String, status: Option<u16>) -> Self {
-        Self {
-            message,
-            status,
-            retry_after: None,
-        }
-    }
-
-    /// The gateway answered 401: the brokerage session is gone.
-    pub fn unauthorized(&self) -> bool {
-        self.status == Some(401)
-    }
-}
-
-impl std::fmt::Display for LookupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
 }
 
 /// A number the gateway may send as a number or a string (`"100"`, `"C189.10"`, `"1,234"`).
@@ -86,38 +55,13 @@ pub fn string_list(v: Option<&Value>) -> Vec<String> {
 
 /// `GET /iserver/contract/{conid}/info`, read for its type, multiplier and currency.
 pub async fn contract_facts(client: &Client, conid: i64) -> Result<ContractFacts, LookupError> {
-    let (result, record) = hooks::capture(
-        client
-            .get_iserver_contract_conid_info()
-            .conid(conid.to_string())
-            .send(),
+    let v = gateway::call_json(
+        client,
+        format!("contract {conid}"),
+        ops::CONTRACT_INFO,
+        serde_json::json!({ "conid": conid.to_string() }),
     )
-    .await;
-    let reply = record.reply.ok_or_else(|| {
-        LookupError::new(
-            format!(
-                "contract {conid}: no reply from the gateway ({})",
-                no_reply(result.err())
-            ),
-            None,
-        )
-    })?;
-    if !(200..300).contains(&reply.status) {
-        return Err(LookupError::new(
-            format!(
-                "contract {conid}: the gateway answered HTTP {}: {}",
-                reply.status,
-                crate::error::ibkr_message(&reply.body)
-            ),
-            Some(reply.status),
-        ));
-    }
-    let v: Value = serde_json::from_slice(&reply.body).map_err(|e| {
-        LookupError::new(
-            format!("contract {conid}: reply is not JSON: {e}"),
-            Some(reply.status),
-        )
-    })?;
+    .await?;
     let text = |k: &str| {
         v.get(k)
             .and_then(Value::as_str)
@@ -139,63 +83,28 @@ pub async fn snapshot_once(
     conids: &str,
     fields: &str,
 ) -> Result<Vec<Map<String, Value>>, LookupError> {
-    let (result, record) = hooks::capture(
-        client
-            .get_iserver_marketdata_snapshot()
-            .conids(conids.to_string())
-            .fields(fields.to_string())
-            .send(),
+    let v = gateway::call_json(
+        client,
+        "snapshot",
+        ops::SNAPSHOT,
+        serde_json::json!({ "conids": conids, "fields": fields }),
     )
-    .await;
-    let reply = record.reply.ok_or_else(|| {
-        LookupError::new(
-            format!(
-                "snapshot: no reply from the gateway ({})",
-                no_reply(result.err())
-            ),
-            None,
-        )
-    })?;
-    if !(200..300).contains(&reply.status) {
-        return Err(LookupError::new(
-            format!(
-                "snapshot: the gateway answered HTTP {}: {}",
-                reply.status,
-                crate::error::ibkr_message(&reply.body)
-            ),
-            Some(reply.status),
-        ));
-    }
-    let status = Some(reply.status);
-    match serde_json::from_slice::<Value>(&reply.body) {
-        Ok(Value::Array(items)) => Ok(items
+    .await?;
+    match v {
+        Value::Array(items) => Ok(items
             .into_iter()
             .filter_map(|i| match i {
                 Value::Object(m) => Some(m),
                 _ => None,
             })
             .collect()),
-        Ok(other) => Err(LookupError::new(
-            format!(
-                "snapshot: unexpected reply {}",
+        other => Err(LookupError::new(
+            "snapshot",
+            Error::Unexpected(format!(
+                "unexpected reply {}",
                 crate::error::ibkr_message(other.to_string().as_bytes())
-            ),
-            status,
+            )),
         )),
-        Err(e) => Err(LookupError::new(
-            format!("snapshot: reply is not JSON: {e}"),
-            status,
-        )),
-    }
-}
-
-/// Why a lookup got no reply: the transport error or the pacing refusal, without the URL.
-fn no_reply<T: std::fmt::Debug>(e: Option<progenitor_client::Error<T>>) -> String {
-    match e {
-        Some(progenitor_client::Error::CommunicationError(e)) => crate::error::root_cause(&e),
-        Some(progenitor_client::Error::Custom(text)) => text,
-        Some(other) => other.to_string(),
-        None => "no error".into(),
     }
 }
 
@@ -217,11 +126,11 @@ pub async fn price_for(client: &Client, conid: i64, buy: bool) -> Result<f64, Lo
         wait = (wait * 2).min(Duration::from_secs(1));
     }
     Err(LookupError::new(
-        format!(
+        "",
+        Error::Unexpected(format!(
             "no market price for conid {conid} (no market data subscription, or the market is \
              closed)"
-        ),
-        None,
+        )),
     ))
 }
 

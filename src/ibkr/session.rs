@@ -29,7 +29,8 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Client, hooks};
+use super::Client;
+use super::gateway::{self, Error, ops};
 
 /// Where the session stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -171,12 +172,6 @@ pub fn needs_brokerage_session(path: &str) -> bool {
 /// Whether a tool on `path` needs `/iserver/accounts` to have been called in this session.
 pub fn needs_accounts(path: &str) -> bool {
     needs_brokerage_session(path) && path != "/iserver/accounts"
-}
-
-/// A fixed request body of ours as the generated type (a mismatch is a bug caught by tests).
-fn typed<T: serde::de::DeserializeOwned>(v: &Value) -> T {
-    serde_json::from_value(v.clone())
-        .unwrap_or_else(|e| panic!("request body {v} does not fit the generated type: {e}"))
 }
 
 struct Flags {
@@ -323,33 +318,27 @@ impl SessionManager {
     }
 
     async fn probe(&self, tickle: bool) -> Probe {
-        let (result, record) = if tickle {
-            let (r, rec) = hooks::capture(self.client.post_tickle().send()).await;
-            (r.map(|_| ()), rec)
+        let op = if tickle {
+            ops::TICKLE
         } else {
-            let (r, rec) = hooks::capture(self.client.post_iserver_auth_status().send()).await;
-            (r.map(|_| ()), rec)
+            ops::AUTH_STATUS
         };
-        let Some(reply) = record.reply else {
-            return match result {
-                Err(progenitor_client::Error::Custom(m)) => Probe::Odd(m),
-                Err(e) => Probe::Down(e.to_string()),
-                Ok(()) => Probe::Odd("no reply".into()),
-            };
+        let reply = match gateway::call(&self.client, op, serde_json::json!({})).await {
+            Ok(reply) => reply,
+            Err(e @ Error::Transport { .. }) => return Probe::Down(e.to_string()),
+            Err(e) => return Probe::Odd(e.to_string()),
         };
         if reply.status == 401 {
             return Probe::Unauthorized;
         }
-        if !(200..300).contains(&reply.status) {
-            return Probe::Odd(format!(
-                "HTTP {}: {}",
-                reply.status,
-                crate::error::ibkr_message(&reply.body)
-            ));
-        }
-        let v: Value = match serde_json::from_slice(&reply.body) {
+        let v = match reply.json() {
             Ok(v) => v,
-            Err(e) => return Probe::Odd(format!("reply is not JSON: {e}")),
+            Err(Error::Status {
+                status, message, ..
+            }) => {
+                return Probe::Odd(format!("HTTP {status}: {message}"));
+            }
+            Err(e) => return Probe::Odd(e.to_string()),
         };
         let auth = if tickle {
             v.pointer("/iserver/authStatus").cloned()
@@ -418,34 +407,26 @@ impl SessionManager {
                 return;
             }
         }
-        let body = serde_json::json!({ "publish": true, "compete": compete });
-        let (_, record) = hooks::capture(
-            self.client
-                .post_iserver_auth_ssodh_init()
-                .body(typed::<crate::ibkr::types::BrokerageSessionInitRequest>(
-                    &body,
-                ))
-                .send(),
-        )
-        .await;
-        let ok = record
-            .reply
-            .as_ref()
-            .is_some_and(|r| (200..300).contains(&r.status));
+        let body = serde_json::json!({ "body": { "publish": true, "compete": compete } });
+        let failure = match gateway::call(&self.client, ops::SSODH_INIT, body).await {
+            Ok(reply) if reply.is_success() => None,
+            Ok(reply) => Some(format!(
+                "HTTP {}: {}",
+                reply.status,
+                crate::error::ibkr_message(&reply.body)
+            )),
+            Err(e) => Some(format!("no reply ({e})")),
+        };
         {
             let mut next = self.next_init.lock().unwrap_or_else(|p| p.into_inner());
-            if ok {
+            if failure.is_none() {
                 *next = (Instant::now(), Duration::from_secs(1));
             } else {
                 next.1 = (next.1 * 2).min(Duration::from_secs(60));
                 *next = (Instant::now() + next.1, next.1);
             }
         }
-        if !ok {
-            let why = record.reply.map_or_else(
-                || "no reply".to_string(),
-                |r| format!("HTTP {}: {}", r.status, crate::error::ibkr_message(&r.body)),
-            );
+        if let Some(why) = failure {
             self.note_error(format!("ssodh/init failed: {why}"));
             tracing::warn!(%why, "could not open a brokerage session (ssodh/init)");
             return;
@@ -465,16 +446,10 @@ impl SessionManager {
 
     async fn on_new_session(&self) {
         if !self.config.suppress_question_ids.is_empty() {
-            let body = serde_json::json!({ "messageIds": self.config.suppress_question_ids });
-            let (_, record) = hooks::capture(
-                self.client
-                    .post_iserver_questions_suppress()
-                    .body(typed::<crate::ibkr::types::PostIserverQuestionsSuppressBody>(&body))
-                    .send(),
-            )
-            .await;
-            match record.reply {
-                Some(r) if (200..300).contains(&r.status) => {
+            let body =
+                serde_json::json!({ "body": { "messageIds": self.config.suppress_question_ids } });
+            match gateway::call(&self.client, ops::SUPPRESS_QUESTIONS, body).await {
+                Ok(r) if r.is_success() => {
                     self.status
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -482,8 +457,10 @@ impl SessionManager {
                     tracing::info!(ids = ?self.config.suppress_question_ids, "order questions suppressed for this session");
                 }
                 other => {
-                    let why = other
-                        .map_or_else(|| "no reply".to_string(), |r| format!("HTTP {}", r.status));
+                    let why = match other {
+                        Ok(r) => format!("HTTP {}", r.status),
+                        Err(e) => format!("no reply ({e})"),
+                    };
                     self.note_error(format!("suppressing question ids failed: {why}"));
                     tracing::warn!(%why, "could not suppress order questions");
                 }

@@ -135,13 +135,13 @@ async fn cancel_working_orders(state: &ServerState) {
 async fn list_with_patience(
     state: &ServerState,
     account: &str,
-) -> Result<Value, crate::ibkr::market::LookupError> {
+) -> Result<Value, crate::ibkr::LookupError> {
     let mut last = None;
     for _ in 0..4 {
         match crate::ibkr::fetch_live_orders(&state.client, account).await {
             Ok(v) => return Ok(v),
-            Err(e) if e.retry_after.is_some() => {
-                tokio::time::sleep(e.retry_after.unwrap_or_default()).await;
+            Err(e) if e.retry_after().is_some() => {
+                tokio::time::sleep(e.retry_after().unwrap_or_default()).await;
                 last = Some(e);
             }
             Err(e) => return Err(e),

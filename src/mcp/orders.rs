@@ -20,7 +20,7 @@ use rmcp::RoleServer;
 use rmcp::service::Peer;
 use serde_json::{Value, json};
 
-use crate::ibkr::{Client, hooks};
+use crate::ibkr::Client;
 
 /// How questions are answered.
 #[derive(Debug, Clone, Default)]
@@ -480,40 +480,31 @@ pub enum Outcome {
     },
 }
 
-/// Answers one question with `confirmed`; returns the gateway's next answer.
+/// Answers one question with `confirmed`; returns the gateway's next answer, or what to tell
+/// the model (the reply is never sent twice).
 pub async fn reply(client: &Client, id: &str, confirmed: bool) -> Result<Value, String> {
-    let body: crate::ibkr::types::PostIserverReplyReplyIdBody =
-        serde_json::from_value(json!({ "confirmed": confirmed }))
-            .map_err(|e| format!("reply body does not fit the generated type: {e}"))?;
-    let (result, record) = hooks::capture(
-        client
-            .post_iserver_reply_reply_id()
-            .reply_id(id.to_string())
-            .body(body)
-            .send(),
-    )
-    .await;
-    let Some(r) = record.reply else {
-        if record.sent == 0 {
+    use crate::ibkr::gateway::{self, Error, ops};
+    let args = json!({ "replyId": id, "body": { "confirmed": confirmed } });
+    let r = match gateway::call(client, ops::REPLY_QUESTION, args).await {
+        Ok(r) => r,
+        Err(e) if !e.reached_gateway() => {
             return Err(format!(
-                "the reply to question {id} was not sent ({}); the order is not confirmed",
-                result.err().map(|e| e.to_string()).unwrap_or_default()
+                "the reply to question {id} was not sent ({e}); the order is not confirmed"
             ));
         }
-        return Err(format!(
-            "the reply to question {id} got no answer ({}). It may have reached IBKR and \
-             confirmed the order: it was NOT retried. Check list_orders before doing anything \
-             else",
-            result
-                .err()
-                .map(|e| match e {
-                    progenitor_client::Error::CommunicationError(e) => crate::error::root_cause(&e),
-                    other => other.to_string(),
-                })
-                .unwrap_or_default()
-        ));
+        Err(e) => {
+            let why = match e {
+                Error::Transport { cause, .. } => cause,
+                other => other.to_string(),
+            };
+            return Err(format!(
+                "the reply to question {id} got no answer ({why}). It may have reached IBKR and \
+                 confirmed the order: it was NOT retried. Check list_orders before doing anything \
+                 else"
+            ));
+        }
     };
-    if !(200..300).contains(&r.status) {
+    if !r.is_success() {
         return Err(format!(
             "the reply to question {id} was answered HTTP {}: {}",
             r.status,

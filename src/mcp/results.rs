@@ -12,9 +12,8 @@ use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Value, json};
 
 use super::catalog::ToolDef;
-use super::dispatch::{ArgError, Sent};
-use crate::error::{ToolError, ibkr_message, root_cause};
-use crate::ibkr::hooks::CallRecord;
+use crate::error::{ToolError, ibkr_message};
+use crate::ibkr::gateway::{self, Reply, TransportKind};
 
 /// What results need to know about the server's settings.
 #[derive(Debug, Clone)]
@@ -32,11 +31,10 @@ pub struct Context {
 /// The result of one generated call.
 pub fn from_call(
     def: &ToolDef,
-    sent: Result<Sent, ArgError>,
-    record: CallRecord,
+    outcome: Result<Reply, gateway::Error>,
     ctx: &Context,
 ) -> CallToolResult {
-    match classify(def, sent, record, ctx) {
+    match classify(def, outcome, ctx) {
         Ok((value, notes)) => success(def, value, notes, ctx.max_result_bytes),
         Err(e) => failure(&e),
     }
@@ -51,65 +49,14 @@ pub fn failure(e: &ToolError) -> CallToolResult {
 
 fn classify(
     def: &ToolDef,
-    sent: Result<Sent, ArgError>,
-    record: CallRecord,
+    outcome: Result<Reply, gateway::Error>,
     ctx: &Context,
 ) -> Result<(Value, Vec<String>), ToolError> {
     let write = !def.read_only;
-    let sent = sent.map_err(|a| ToolError::InvalidArguments {
-        tool: def.name.clone(),
-        problems: vec![format!("`{}`: {}", a.field, a.message)],
-        usage: usage(def),
-    })?;
-    let mismatch = match sent {
-        Sent::Answered { mismatch } => mismatch,
-        Sent::Failed(e) => {
-            use progenitor_client::Error as E;
-            match e {
-                E::Custom(text) => {
-                    use crate::ibkr::hooks::Refusal;
-                    return Err(match record.refusal {
-                        Some(Refusal::Paced { limit, retry_after }) => {
-                            ToolError::Paced { limit, retry_after }
-                        }
-                        Some(Refusal::UnsafePath { detail }) => ToolError::InvalidArguments {
-                            tool: def.name.clone(),
-                            problems: vec![detail],
-                            usage: usage(def),
-                        },
-                        Some(Refusal::Policy { rule, message }) => {
-                            ToolError::PolicyRefused { rule, message }
-                        }
-                        None => ToolError::Internal(text),
-                    });
-                }
-                E::CommunicationError(err) | E::ResponseBodyError(err) | E::InvalidUpgrade(err) => {
-                    return Err(transport_error(&err, write, ctx));
-                }
-                E::InvalidRequest(m) => {
-                    return Err(ToolError::InvalidArguments {
-                        tool: def.name.clone(),
-                        problems: vec![m],
-                        usage: usage(def),
-                    });
-                }
-                E::UnexpectedResponse(_) | E::ErrorResponse(_) => {
-                    let reply = record.reply.as_ref().ok_or_else(|| {
-                        ToolError::Internal("a reply arrived but was not captured".into())
-                    })?;
-                    if !(200..300).contains(&reply.status) {
-                        return Err(status_error(reply.status, &reply.body, write, ctx));
-                    }
-                    // An undocumented success status: its body is returned like any other.
-                    None
-                }
-                E::InvalidResponsePayload(_, err) => Some(err.to_string()),
-            }
-        }
-    };
-    let reply = record
-        .reply
-        .ok_or_else(|| ToolError::Internal("the gateway's reply was not captured".into()))?;
+    let reply = outcome.map_err(|e| call_error(def, e, ctx))?;
+    if !reply.is_success() {
+        return Err(status_error(reply.status, &reply.body, write, ctx));
+    }
     let mut notes = Vec::new();
     let value = if reply.body.iter().all(u8::is_ascii_whitespace) {
         json!({ "status": reply.status })
@@ -136,7 +83,7 @@ fn classify(
             message: msg.clone(),
         });
     }
-    if let Some(m) = mismatch {
+    if let Some(m) = &reply.mismatch {
         tracing::warn!(
             tool = %def.name,
             operation = %def.operation_id,
@@ -185,21 +132,55 @@ pub fn from_value(
     success(def, value, notes, cap)
 }
 
-fn transport_error(err: &reqwest::Error, write: bool, ctx: &Context) -> ToolError {
-    let detail = root_cause(err);
-    if err.is_timeout() {
-        ToolError::Timeout {
+/// The error for a call that brought back no reply.
+fn call_error(def: &ToolDef, e: gateway::Error, ctx: &Context) -> ToolError {
+    use crate::ibkr::hooks::Refusal;
+    use gateway::Error as E;
+    let write = !def.read_only;
+    let invalid = |problems: Vec<String>| ToolError::InvalidArguments {
+        tool: def.name.clone(),
+        problems,
+        usage: usage(def),
+    };
+    match e {
+        E::Argument { field, message } => invalid(vec![format!("`{field}`: {message}")]),
+        E::Arguments(problems) => invalid(problems),
+        E::InvalidRequest(m) => invalid(vec![m]),
+        E::Refused(Refusal::Paced { limit, retry_after }) => {
+            ToolError::Paced { limit, retry_after }
+        }
+        E::Refused(Refusal::UnsafePath { detail }) => invalid(vec![detail]),
+        E::Refused(Refusal::Policy { rule, message }) => ToolError::PolicyRefused { rule, message },
+        E::Transport {
+            kind: TransportKind::Timeout,
+            ..
+        } => ToolError::Timeout {
             url: ctx.gateway_url.clone(),
             after: ctx.timeout,
             write,
-        }
-    } else if err.is_connect() {
-        ToolError::Unreachable {
+        },
+        E::Transport {
+            kind: TransportKind::Connect,
+            cause,
+            ..
+        } => ToolError::Unreachable {
             url: ctx.gateway_url.clone(),
+            detail: cause,
+        },
+        E::Transport { cause, .. } => ToolError::ConnectionLost {
+            detail: cause,
+            write,
+        },
+        E::Status { status, body, .. } => status_error(status, &body, write, ctx),
+        E::BadJson { status, detail } => ToolError::BadReply {
+            status,
             detail,
+            write,
+        },
+        E::Unavailable { operation, .. } => {
+            ToolError::Internal(format!("tool `{operation}` has no generated call"))
         }
-    } else {
-        ToolError::ConnectionLost { detail, write }
+        E::Unexpected(m) | E::Internal(m) => ToolError::Internal(m),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Tool calls through the generated client.
+//! Tool calls through the generated client (private to [`super`], the gateway).
 //!
 //! `build.rs` writes `OUT_DIR/tool_specs.rs`: one line per available tool, naming the
 //! generated `Client` method, each argument's builder setter and Rust type, and the success
@@ -109,6 +109,7 @@ macro_rules! ibkr_tools {
     (@finish raw, $result:expr) => { finish_raw($result) };
     ($( $name:literal => $method:ident ( $( $arg:literal => $setter:ident : $ty:ty ),* $(,)? ) -> $kind:ident $( ( $resp:ty ) )? ; )*) => {
         /// Names of the tools [`call_generated`] knows.
+        #[cfg(test)]
         pub const GENERATED_TOOLS: &[&str] = &[ $( $name ),* ];
 
         /// Calls tool `name`'s generated client method with `args`. `None` for a tool this
@@ -178,13 +179,30 @@ mod tests {
         assert!(m.starts_with("at `side`"), "{m}");
     }
 
+    /// The tool table is built from the allowlist file at build time; this reads the file again
+    /// and checks that each entry got a generated call (the pinned document has them all), that
+    /// nothing else did, and that the catalog agrees.
     #[test]
-    fn every_catalog_tool_has_a_generated_call() {
-        let catalog: Vec<&str> = crate::mcp::catalog::all()
+    fn every_allowlisted_tool_has_a_generated_call_and_nothing_else_does() {
+        let text = include_str!("../../../spec/tools.toml");
+        let allow: Vec<String> = crate::spec::toolgen::parse_allowlist(text)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert!(allow.len() > 90, "{}", allow.len());
+        let generated: Vec<&str> = GENERATED_TOOLS.to_vec();
+        assert_eq!(
+            allow.iter().map(String::as_str).collect::<Vec<_>>(),
+            generated,
+            "allowlist order and content vs the generated calls"
+        );
+        assert!(crate::mcp::catalog::unavailable().is_empty());
+        for def in crate::mcp::catalog::all()
             .iter()
             .filter(|t| !crate::mcp::catalog::is_server_tool(t))
-            .map(|t| t.name.as_str())
-            .collect();
-        assert_eq!(catalog, GENERATED_TOOLS);
+        {
+            assert!(GENERATED_TOOLS.contains(&def.name.as_str()), "{}", def.name);
+        }
     }
 }
