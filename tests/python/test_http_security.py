@@ -115,9 +115,9 @@ def test_slow_clients_are_cut_off(start_server, gateway):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         start = time.monotonic()
-        data = s.recv(1024)  # returns b"" (closed) or an error status, after about 1 s
+        data = s.recv(1024)  # hyper closes a connection whose headers time out, answering nothing
         assert time.monotonic() - start < 9
-        assert data == b"" or b" 408 " in data.split(b"\r\n")[0]
+        assert data == b"", data[:200]
     # A body that never finishes: 408.
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
         s.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
@@ -150,7 +150,7 @@ def test_no_secret_reaches_logs_or_results(start_server, gateway):
     a, b = anyio.run(go)
     post(server.url, headers={"Authorization": "Bearer wrong-token"})  # a refused attempt, logged
     log = server.log()
-    assert "get_account_summary" in log or "summary" in log  # the log did capture the calls
+    assert "get_account_summary" in log, log[-2000:]  # the log did capture the calls
     for secret in [TOKEN, "c00k1e-s3cr3t-v4lue", "DU1234567"]:
         assert secret not in log, f"{secret!r} leaked into the log"
     for r in (a, b):
