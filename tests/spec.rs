@@ -245,7 +245,20 @@ fn unseen_defect_kinds_give_a_readable_report_not_a_panic() {
         .iter()
         .map(|g| g.path.as_str())
         .collect();
-    assert_eq!(generated, vec!["/fine"]);
+    // The dangling `$ref` is a defect kind the `dangling-refs` pass repairs (any JSON).
+    assert_eq!(generated, vec!["/fine", "/missing-ref"]);
+    let dangling = r
+        .repair
+        .passes
+        .iter()
+        .find(|p| p.name == "dangling-refs")
+        .unwrap();
+    assert_eq!(dangling.changes, 1, "{dangling:?}");
+    assert!(
+        dangling.notes[0].contains("~1missing-ref")
+            && dangling.notes[0].contains("#/components/schemas/Nope"),
+        "{dangling:?}"
+    );
     let excluded: BTreeSet<_> = r
         .generation
         .excluded
@@ -258,7 +271,6 @@ fn unseen_defect_kinds_give_a_readable_report_not_a_panic() {
             "/list-type",
             "/two-media",
             "/deep",
-            "/missing-ref",
             "/no-schema"
         ])
     );
@@ -267,7 +279,7 @@ fn unseen_defect_kinds_give_a_readable_report_not_a_panic() {
     }
     let text = spec::render_report(&serde_json::to_value(&r).unwrap());
     assert!(
-        text.contains("Generation: 1 operations generated, 5 excluded"),
+        text.contains("Generation: 2 operations generated, 4 excluded"),
         "{text}"
     );
 }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::repair::{METHODS, ptr_token};
 
@@ -586,6 +586,18 @@ fn generate_inner(repaired: &Value, allow: Option<&BTreeSet<String>>) -> Generat
     let (code, ok) = generate_together(&view, ok, &mut excluded);
     let fatal = (code.is_empty() && !wanted.is_empty())
         .then(|| "no operation could be generated".to_string());
+    // Whatever the document, the crate needs a `Client` to compile against: with no operation
+    // left, it is the client of an empty document (every tool is then reported unavailable).
+    let code = if code.is_empty() {
+        try_generate(&json!({
+            "openapi": "3.0.3",
+            "info": { "title": "no usable operation", "version": "0" },
+            "paths": {}
+        }))
+        .unwrap_or_default()
+    } else {
+        code
+    };
     let generated = describe(&code, &ok);
     excluded.sort();
     Generation {

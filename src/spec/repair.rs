@@ -482,15 +482,146 @@ pub struct PassOutcome {
 /// - `open-objects`: every object schema with `properties` and `additionalProperties` absent or
 ///   `true` gets `additionalProperties: {}`, so generated types keep keys the schema does not
 ///   declare instead of silently dropping them (typify drops them for `true`);
+/// - `null-values`: a `null` where the OpenAPI model wants a string, an object or a list
+///   (a summary, a parameter in a list, a response in a map, a property schema) is removed, so
+///   one stray null cannot make the whole document unreadable to the generator; nulls in data
+///   (`example`, `examples`, `default`, `enum`, `const`, `x-*`) are values and stay;
+/// - `dangling-refs`: a `$ref` to a component that does not exist (a renamed schema) becomes an
+///   open schema `{}` (any JSON) when it stands for a schema, and is removed when it stands for
+///   a parameter, response, request body or header, each noted with where it was;
 /// - `text-parameters`: a path, query or header parameter whose schema says nothing about its
 ///   type gets `type: string`. It travels as text anyway; left untyped, the generated client
 ///   takes any JSON value and writes it into the URL as JSON (`"1"` with its quotes).
 pub fn builtin_passes(doc: &mut Value) -> Vec<PassOutcome> {
     vec![
+        pass_null_values(doc),
+        pass_dangling_refs(doc),
         pass_operation_ids(doc),
         pass_open_objects(doc),
         pass_text_parameters(doc),
     ]
+}
+
+/// Keys whose values are data (any JSON, null included), not parts of the OpenAPI model.
+fn is_data_key(k: &str) -> bool {
+    matches!(
+        k,
+        "example" | "examples" | "default" | "enum" | "const" | "value"
+    ) || k.starts_with("x-")
+}
+
+fn pass_null_values(doc: &mut Value) -> PassOutcome {
+    fn walk(v: &mut Value, at: &str, notes: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                let nulls: Vec<String> = m
+                    .iter()
+                    .filter(|(k, v)| v.is_null() && !is_data_key(k))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in nulls {
+                    m.remove(&k);
+                    notes.push(format!("{at}/{}: null removed", ptr_token(&k)));
+                }
+                for (k, child) in m.iter_mut() {
+                    if !is_data_key(k) {
+                        walk(child, &format!("{at}/{}", ptr_token(k)), notes);
+                    }
+                }
+            }
+            Value::Array(a) => {
+                let before = a.len();
+                let mut i = 0;
+                a.retain(|item| {
+                    let keep = !item.is_null();
+                    if !keep {
+                        notes.push(format!("{at}/{i}: null removed from the list"));
+                    }
+                    i += 1;
+                    keep
+                });
+                debug_assert!(a.len() <= before);
+                for (i, child) in a.iter_mut().enumerate() {
+                    walk(child, &format!("{at}/{i}"), notes);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut notes = Vec::new();
+    walk(doc, "", &mut notes);
+    PassOutcome {
+        name: "null-values",
+        changes: notes.len(),
+        notes,
+    }
+}
+
+fn pass_dangling_refs(doc: &mut Value) -> PassOutcome {
+    fn dangling(doc: &Value, v: &Value) -> Option<String> {
+        let r = v.get("$ref")?.as_str()?;
+        let target = r.strip_prefix('#')?;
+        doc.pointer(target).is_none().then(|| r.to_string())
+    }
+    // Pointers of every object holding a dangling `$ref`, found on an unchanged document.
+    fn find(doc: &Value, v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = dangling(doc, v) {
+                    out.push((at.to_string(), r));
+                    return;
+                }
+                for (k, child) in m {
+                    if !is_data_key(k) {
+                        find(doc, child, &format!("{at}/{}", ptr_token(k)), out);
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    find(doc, child, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    find(doc, doc, "", &mut found);
+    let mut notes = Vec::new();
+    // Deepest and last first, so removing a list element does not shift the others' pointers.
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    for (at, r) in found {
+        let is_schema = r.starts_with("#/components/schemas/");
+        if is_schema {
+            if let Some(slot) = doc.pointer_mut(&at) {
+                *slot = Value::Object(Map::new());
+            }
+            notes.push(format!(
+                "{at}: `{r}` does not exist; any JSON accepted instead"
+            ));
+            continue;
+        }
+        let (parent, last) = at.rsplit_once('/').unwrap_or(("", &at));
+        match doc.pointer_mut(parent) {
+            Some(Value::Array(a)) => {
+                if let Ok(i) = last.parse::<usize>()
+                    && i < a.len()
+                {
+                    a.remove(i);
+                }
+            }
+            Some(Value::Object(m)) => {
+                m.remove(&last.replace("~1", "/").replace("~0", "~"));
+            }
+            _ => continue,
+        }
+        notes.push(format!("{at}: `{r}` does not exist; removed"));
+    }
+    PassOutcome {
+        name: "dangling-refs",
+        changes: notes.len(),
+        notes,
+    }
 }
 
 fn pass_text_parameters(doc: &mut Value) -> PassOutcome {
