@@ -267,12 +267,7 @@ fn unseen_defect_kinds_give_a_readable_report_not_a_panic() {
         .collect();
     assert_eq!(
         excluded,
-        BTreeSet::from([
-            "/list-type",
-            "/two-media",
-            "/deep",
-            "/no-schema"
-        ])
+        BTreeSet::from(["/list-type", "/two-media", "/deep", "/no-schema"])
     );
     for e in &r.generation.excluded {
         assert!(!e.reason.is_empty() && e.reason.len() < 400, "{e:?}");
