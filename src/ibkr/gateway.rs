@@ -1,9 +1,9 @@
 //! The one way the server reaches IBKR: [`call`] for the server's own requests (named by the
 //! compile-checked constants of [`ops`], declared in `spec/internal.toml`) and [`send`] for a
-//! model's tool call. Both go through the generated tool table ([`dispatch`], built from the
-//! allowlist), so no other module names a generated builder or type, and a new IBKR document
-//! that drops or retypes an operation fails the call that needs it at run time (naming the
-//! feature) instead of failing the build.
+//! model's tool call. Both go through the generated tool table (the private `dispatch`
+//! module, built from the allowlist), so no other module names a generated builder or type,
+//! and a new IBKR document that drops or retypes an operation fails the call that needs it at
+//! run time (naming the feature) instead of failing the build.
 //!
 //! Every call returns a [`Reply`] (whatever status the gateway answered, with the raw bytes) or
 //! a typed [`Error`] (nothing usable came back). [`Reply::json`] is "the 2xx JSON, or why not".

@@ -10,12 +10,12 @@
 //! - opens one tracing span per operation (operation id, status, duration) and logs bodies only
 //!   at TRACE, capped, never headers (the gateway's cookies stay out of logs);
 //! - keeps the gateway's raw reply (status and body bytes) for the tool call that made the
-//!   request ([`capture_with_body`]), so a reply that does not fit its generated type is still returned
+//!   request (`capture_with_body`), so a reply that does not fit its generated type is still returned
 //!   to the model as IBKR sent it;
 //! - answers again from its [`ReplyCache`] for the few operations IBKR allows only rarely and
 //!   whose reply is reference data (the scanner parameters, once per 15 minutes), without
 //!   asking the gate or the gateway;
-//! - sends a tool call's JSON body exactly as the caller wrote it ([`capture_with_body`]), after
+//! - sends a tool call's JSON body exactly as the caller wrote it (`capture_with_body`), after
 //!   the generated builder has checked that it converts to the operation's body type: the typed
 //!   round trip would drop empty lists and nulls and turn `1` into `1.0`.
 
