@@ -6,6 +6,8 @@
 //! - tool-call latency (p50/p99) through the MCP server, against the same request sent straight
 //!   to the simulator (the floor);
 //! - tool calls per second with 32 concurrent MCP sessions;
+//! - the server's CPU time per tool call (user + system, from `/proc`), sequential and under
+//!   that load;
 //! - the server's resident memory idle and under that load.
 //!
 //! The server runs with `--pacing false` (IBKR's 10 requests/s would otherwise be the
@@ -50,6 +52,23 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// CPU time (user + system) the process has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    // The fields after the command name (which may hold spaces) start after its `)`.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the `)`.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<u64>().ok()))
+        .sum();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 /// One MCP session over streamable HTTP.
@@ -233,6 +252,7 @@ async fn main() -> Result<(), String> {
         first.call().await?;
     }
     let direct_url = format!("{gateway}/iserver/contract/{CONID}/info");
+    let cpu_before_sequential = cpu_time(pid);
     let mut direct = Vec::with_capacity(samples);
     let mut via_mcp = Vec::with_capacity(samples);
     for _ in 0..samples {
@@ -248,6 +268,7 @@ async fn main() -> Result<(), String> {
         first.call().await?;
         via_mcp.push(t.elapsed());
     }
+    let cpu_sequential = cpu_time(pid).saturating_sub(cpu_before_sequential);
     direct.sort();
     via_mcp.sort();
 
@@ -275,6 +296,7 @@ async fn main() -> Result<(), String> {
         }));
     }
     let load_start = Instant::now();
+    let cpu_before_load = cpu_time(pid);
     let mut rss_peak = 0;
     while Instant::now() < deadline {
         rss_peak = rss_peak.max(rss_kib(pid));
@@ -284,7 +306,9 @@ async fn main() -> Result<(), String> {
         let _ = t.await;
     }
     let elapsed = load_start.elapsed().as_secs_f64();
+    let cpu_load = cpu_time(pid).saturating_sub(cpu_before_load);
     let calls = done.load(Ordering::Relaxed);
+    let per_call = |cpu: Duration, n: u64| cpu.as_secs_f64() * 1000.0 / n.max(1) as f64;
 
     let report = format!(
         "ibkr-mcp benchmark ({} {}; tool `{TOOL}` via MCP vs GET /iserver/contract/{CONID}/info direct; \
@@ -293,6 +317,8 @@ async fn main() -> Result<(), String> {
          | start to first accepted MCP request | {} |\n\
          | latency direct to simulator p50 / p99 ({samples} calls) | {} / {} |\n\
          | latency through MCP p50 / p99 ({samples} calls) | {} / {} |\n\
+         | added by the server, p50 | {:.3} ms |\n\
+         | server CPU per call, sequential / 32 sessions | {:.3} ms / {:.3} ms |\n\
          | tool calls per second, 32 concurrent MCP sessions ({load_secs} s) | {:.0} ({} errors) |\n\
          | server RSS idle / peak under load | {:.1} MiB / {:.1} MiB |\n",
         std::env::consts::ARCH,
@@ -302,6 +328,9 @@ async fn main() -> Result<(), String> {
         ms(percentile(&direct, 0.99)),
         ms(percentile(&via_mcp, 0.5)),
         ms(percentile(&via_mcp, 0.99)),
+        (percentile(&via_mcp, 0.5).as_secs_f64() - percentile(&direct, 0.5).as_secs_f64()) * 1000.0,
+        per_call(cpu_sequential, samples as u64),
+        per_call(cpu_load, calls),
         calls as f64 / elapsed,
         errors.load(Ordering::Relaxed),
         rss_idle as f64 / 1024.0,

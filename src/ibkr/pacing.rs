@@ -1,7 +1,8 @@
 //! Client-side pacing: IBKR's documented rate limits, enforced before a request leaves the
 //! process, shared by every MCP session (one [`Pacer`] per server).
 //!
-//! Limits (gateway facts): 10 requests/s overall, and per endpoint: snapshot 10/s; history
+//! Limits (gateway facts, in `spec/pacing.toml`, the table the simulator reads too): 10
+//! requests/s overall, and per endpoint: snapshot 10/s; history
 //! 10/s and 50/min; scanner params 1 per 15 min; scanner run 1/s; live orders, trades,
 //! partitioned P&L, portfolio accounts and subaccounts 1 per 5 s; Portfolio Analyst reports 1
 //! per 15 min; FYI endpoints 1/s; tickle 1/s; SSO validation 1/min.
@@ -60,6 +61,7 @@ pub struct Limit {
     pub period: Duration,
 }
 
+#[cfg(test)]
 const fn per(count: u32, secs: u64) -> Limit {
     Limit {
         count,
@@ -67,41 +69,26 @@ const fn per(count: u32, secs: u64) -> Limit {
     }
 }
 
-/// IBKR's documented per-endpoint limits, by operationId.
+/// IBKR's documented per-endpoint limits, by operationId: the windows of the shared pacing
+/// table (`spec/pacing.toml`, which the simulator reads too) that match each generated
+/// operation's method and path.
 pub fn documented_limits() -> Vec<(&'static str, Vec<Limit>)> {
-    let fyi = [
-        "get_fyi_notifications",
-        "get_fyi_unreadnumber",
-        "put_fyi_notifications_notification_id",
-        "get_fyi_settings",
-        "post_fyi_settings_typecode",
-        "get_fyi_disclaimer_typecode",
-        "put_fyi_disclaimer_typecode",
-        "get_fyi_deliveryoptions",
-        "put_fyi_deliveryoptions_email",
-        "post_fyi_deliveryoptions_device",
-        "delete_fyi_deliveryoptions_device_id",
-    ];
-    let mut v = vec![
-        ("get_iserver_marketdata_snapshot", vec![per(10, 1)]),
-        (
-            "get_iserver_marketdata_history",
-            vec![per(10, 1), per(50, 60)],
-        ),
-        ("get_iserver_scanner_params", vec![per(1, 900)]),
-        ("post_iserver_scanner_run", vec![per(1, 1)]),
-        ("get_iserver_account_orders", vec![per(1, 5)]),
-        ("get_iserver_account_trades", vec![per(1, 5)]),
-        ("get_iserver_account_pnl_partitioned", vec![per(1, 5)]),
-        ("get_portfolio_accounts", vec![per(1, 5)]),
-        ("get_portfolio_subaccounts", vec![per(1, 5)]),
-        ("post_pa_performance", vec![per(1, 900)]),
-        ("post_pa_transactions", vec![per(1, 900)]),
-        ("post_tickle", vec![per(1, 1)]),
-        ("get_sso_validate", vec![per(1, 60)]),
-    ];
-    v.extend(fyi.iter().map(|op| (*op, vec![per(1, 1)])));
-    v
+    let table = ibkr_sim::pacing_table();
+    super::operations::OPERATIONS
+        .iter()
+        .filter_map(|op| {
+            let limits: Vec<Limit> = table
+                .limit
+                .iter()
+                .filter(|r| r.matches(op.method, op.path))
+                .map(|r| Limit {
+                    count: u32::try_from(r.count).unwrap_or(u32::MAX),
+                    period: r.window(),
+                })
+                .collect();
+            (!limits.is_empty()).then_some((op.operation_id, limits))
+        })
+        .collect()
 }
 
 /// Operations whose successful replies the server serves again instead of asking IBKR, each for
@@ -121,8 +108,13 @@ pub fn cached_replies() -> Vec<(String, Duration)> {
         .collect()
 }
 
-/// The global limit through the gateway.
-pub const GLOBAL: Limit = per(10, 1);
+/// The global limit through the gateway (from the shared pacing table).
+pub fn global() -> Limit {
+    Limit {
+        count: u32::try_from(ibkr_sim::pacing_table().global_per_second).unwrap_or(u32::MAX),
+        period: Duration::from_secs(1),
+    }
+}
 
 fn window(what: String, limit: Limit) -> Window {
     // 10 % longer, at least 50 ms.
@@ -181,7 +173,7 @@ impl std::fmt::Debug for Pacer {
 impl Pacer {
     /// IBKR's documented limits; a request waits at most `max_wait` for its turn.
     pub fn new(max_wait: Duration) -> Self {
-        Self::with_limits(GLOBAL, documented_limits(), max_wait)
+        Self::with_limits(global(), documented_limits(), max_wait)
     }
 
     /// Custom limits (tests).
@@ -356,6 +348,41 @@ mod tests {
             }
             other => panic!("paused: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_shared_table_gives_each_operation_its_windows_and_every_rule_is_used() {
+        let limits: std::collections::HashMap<_, _> = documented_limits().into_iter().collect();
+        let of = |op: &str| {
+            limits.get(op).map(|l| {
+                l.iter()
+                    .map(|l| (l.count, l.period.as_secs()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(of("get_iserver_account_orders"), Some(vec![(1, 5)]));
+        assert_eq!(
+            of("get_iserver_marketdata_history"),
+            Some(vec![(10, 1), (50, 60)])
+        );
+        assert_eq!(of("post_pa_transactions"), Some(vec![(1, 900)]));
+        assert_eq!(of("post_tickle"), Some(vec![(1, 1)]));
+        assert_eq!(of("get_fyi_unreadnumber"), Some(vec![(1, 1)]));
+        assert_eq!(of("get_iserver_accounts"), None);
+        assert_eq!((global().count, global().period.as_secs()), (10, 1));
+        // Every window applies to some operation, except the one the facts list for an
+        // endpoint the pinned document lacks (kept for documents that have it).
+        let unused: Vec<String> = ibkr_sim::pacing_table()
+            .limit
+            .iter()
+            .filter(|rule| {
+                !super::super::operations::OPERATIONS
+                    .iter()
+                    .any(|op| rule.matches(op.method, op.path))
+            })
+            .map(|r| format!("{} {}", r.method.as_deref().unwrap_or("*"), r.path))
+            .collect();
+        assert_eq!(unused, vec!["POST /pa/summary"]);
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub use control::{
 };
 pub use examples::{Capture, ExampleRequest, example_requests};
 pub use log::{Counters, RequestLogEntry};
+pub use pacing::{PacingRule, PacingTable, pacing_table};
 pub use server::{SimHandle, start};
 
 /// The whole HTTP application: the gateway under `/v1/api` and the control API under `/sim`.

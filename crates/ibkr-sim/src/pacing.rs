@@ -1,62 +1,65 @@
 //! IBKR's pacing limits: a global 10 requests per second and the per-endpoint limits of the
-//! facts file, each as a sliding window keyed by rule and (method, path template). A request
+//! facts file, read from the server crate's `spec/pacing.toml` (the same table the server's
+//! client-side pacer reads), each as a sliding window keyed by rule and (method, path template). A request
 //! over a limit gets 429 with a `Retry-After` header; only accepted requests count towards the
 //! windows. The penalty box (10 minutes after repeated 429s) is not simulated.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// One pacing rule.
-#[derive(Debug, Clone)]
-struct Rule {
-    /// `None` matches any method.
-    method: Option<&'static str>,
-    /// A path template (relative to `/v1/api`); a trailing `*` makes it a prefix.
-    pattern: &'static str,
-    limit: usize,
-    window: Duration,
+/// The pacing table (`spec/pacing.toml` of the server crate): the one source of IBKR's limits
+/// for this simulator and for the server's client-side pacer.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacingTable {
+    /// Requests per second through the gateway, all endpoints together.
+    pub global_per_second: usize,
+    /// Per-endpoint windows.
+    pub limit: Vec<PacingRule>,
 }
 
-const fn rule(
-    method: Option<&'static str>,
-    pattern: &'static str,
-    limit: usize,
-    window_ms: u64,
-) -> Rule {
-    Rule {
-        method,
-        pattern,
-        limit,
-        window: Duration::from_millis(window_ms),
+/// One sliding window of [`PacingTable`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PacingRule {
+    /// HTTP method; `None` matches any.
+    pub method: Option<String>,
+    /// Path template under `/v1/api`; a trailing `*` makes it a prefix.
+    pub path: String,
+    /// Requests allowed in any window of `seconds`.
+    pub count: usize,
+    /// The window, in seconds.
+    pub seconds: u64,
+}
+
+impl PacingRule {
+    /// Whether a request for `method` on path template `template` counts towards this window.
+    pub fn matches(&self, method: &str, template: &str) -> bool {
+        let method_ok = self
+            .method
+            .as_deref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(method));
+        let path_ok = match self.path.strip_suffix('*') {
+            Some(prefix) => template.starts_with(prefix),
+            None => template == self.path,
+        };
+        method_ok && path_ok
+    }
+
+    /// The window's length.
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.seconds)
     }
 }
 
-const MIN: u64 = 60_000;
-
-fn rules() -> Vec<Rule> {
-    vec![
-        rule(Some("GET"), "/iserver/marketdata/snapshot", 10, 1_000),
-        rule(Some("GET"), "/iserver/marketdata/history", 10, 1_000),
-        rule(Some("GET"), "/iserver/marketdata/history", 50, MIN),
-        rule(Some("GET"), "/iserver/scanner/params", 1, 15 * MIN),
-        rule(Some("POST"), "/iserver/scanner/run", 1, 1_000),
-        rule(Some("GET"), "/iserver/account/orders", 1, 5_000),
-        rule(Some("GET"), "/iserver/account/trades", 1, 5_000),
-        rule(Some("GET"), "/iserver/account/pnl/partitioned", 1, 5_000),
-        rule(Some("GET"), "/portfolio/accounts", 1, 5_000),
-        rule(Some("GET"), "/portfolio/subaccounts", 1, 5_000),
-        rule(Some("POST"), "/pa/performance", 1, 15 * MIN),
-        rule(Some("POST"), "/pa/summary", 1, 15 * MIN),
-        rule(Some("POST"), "/pa/transactions", 1, 15 * MIN),
-        rule(None, "/fyi/*", 1, 1_000),
-        rule(Some("GET"), "/tickle", 1, 1_000),
-        rule(Some("POST"), "/tickle", 1, 1_000),
-        rule(Some("GET"), "/sso/validate", 1, MIN),
-    ]
+/// IBKR's pacing limits, parsed once from `spec/pacing.toml`.
+pub fn pacing_table() -> &'static PacingTable {
+    static TABLE: std::sync::LazyLock<PacingTable> = std::sync::LazyLock::new(|| {
+        toml::from_str(include_str!("../../../spec/pacing.toml"))
+            .unwrap_or_else(|e| panic!("spec/pacing.toml: {e}"))
+    });
+    &TABLE
 }
-
-/// Global limit: requests per second through the gateway.
-pub(crate) const GLOBAL_PER_SECOND: usize = 10;
 
 /// A rejected request: how long to wait and which limit it hit.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +72,8 @@ pub(crate) struct Paced {
 #[derive(Debug)]
 pub(crate) struct Pacer {
     pub enabled: bool,
-    rules: Vec<Rule>,
+    rules: &'static [PacingRule],
+    global_per_second: usize,
     global: VecDeque<Instant>,
     windows: HashMap<(usize, String), VecDeque<Instant>>,
 }
@@ -79,7 +83,8 @@ impl Pacer {
     pub(crate) fn new(enabled: bool) -> Self {
         Self {
             enabled,
-            rules: rules(),
+            rules: &pacing_table().limit,
+            global_per_second: pacing_table().global_per_second,
             global: VecDeque::new(),
             windows: HashMap::new(),
         }
@@ -104,22 +109,17 @@ impl Pacer {
         }
         let mut hits: Vec<(Option<usize>, Duration)> = vec![(None, Duration::from_secs(1))];
         for (i, r) in self.rules.iter().enumerate() {
-            let method_ok = r.method.is_none_or(|m| m.eq_ignore_ascii_case(method));
-            let path_ok = match r.pattern.strip_suffix('*') {
-                Some(prefix) => template.starts_with(prefix),
-                None => template == r.pattern,
-            };
-            if method_ok && path_ok {
-                hits.push((Some(i), r.window));
+            if r.matches(method, template) {
+                hits.push((Some(i), r.window()));
             }
         }
         let key = format!("{} {}", method.to_ascii_uppercase(), template);
         let mut worst: Option<Paced> = None;
         for (rule, window) in &hits {
             let (limit, q) = match rule {
-                None => (GLOBAL_PER_SECOND, &mut self.global),
+                None => (self.global_per_second, &mut self.global),
                 Some(i) => (
-                    self.rules[*i].limit,
+                    self.rules[*i].count,
                     self.windows.entry((*i, key.clone())).or_default(),
                 ),
             };
@@ -133,15 +133,10 @@ impl Pacer {
                 let oldest = *q.front().expect("non-empty window");
                 let wait = *window - now.saturating_duration_since(oldest);
                 let label = match rule {
-                    None => format!("{GLOBAL_PER_SECOND} requests per second (global)"),
+                    None => format!("{} requests per second (global)", self.global_per_second),
                     Some(i) => {
                         let r = &self.rules[*i];
-                        format!(
-                            "{} per {} s on {}",
-                            r.limit,
-                            r.window.as_secs_f64(),
-                            r.pattern
-                        )
+                        format!("{} per {} s on {}", r.count, r.seconds, r.path)
                     }
                 };
                 if worst.as_ref().is_none_or(|w| wait > w.retry_after) {
