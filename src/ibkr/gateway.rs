@@ -342,18 +342,11 @@ fn outcome(
             E::InvalidResponsePayload(_, err) => Some(err.to_string()),
         },
     };
-    let captured = record
+    let mut reply = record
         .reply
         .ok_or_else(|| Error::Internal("the gateway's reply was not captured".into()))?;
-    Ok(Reply {
-        operation_id: captured.operation_id,
-        status: captured.status,
-        body: captured.body,
-        content_type: captured.content_type,
-        elapsed: captured.elapsed,
-        cached: captured.cached,
-        mismatch,
-    })
+    reply.mismatch = mismatch;
+    Ok(reply)
 }
 
 #[cfg(test)]

@@ -310,30 +310,13 @@ impl Hooks {
     }
 }
 
-/// What the gateway answered to the last request of a [`capture_with_body`] scope.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Captured {
-    /// operationId of the request.
-    pub operation_id: &'static str,
-    /// HTTP status.
-    pub status: u16,
-    /// The body exactly as received.
-    pub body: Bytes,
-    /// `Content-Type`, if any.
-    pub content_type: Option<String>,
-    /// Time from sending to the end of the body.
-    pub elapsed: Duration,
-    /// Set when the reply came from the [`ReplyCache`]: how old it is.
-    pub cached: Option<Duration>,
-}
-
 /// What happened inside a [`capture_with_body`] scope.
 #[derive(Debug, Default)]
 pub(super) struct CallRecord {
     /// The JSON body to send instead of the typed one (see [`capture_with_body`]).
     pub body: Option<Bytes>,
     /// The last reply received.
-    pub reply: Option<Captured>,
+    pub reply: Option<super::gateway::Reply>,
     /// A refusal made before sending.
     pub refusal: Option<Refusal>,
     /// Number of requests that were handed to the network.
@@ -610,7 +593,7 @@ impl Reply {
         cached: Option<Duration>,
     ) -> reqwest::Response {
         record(|r| {
-            r.reply = Some(Captured {
+            r.reply = Some(super::gateway::Reply {
                 operation_id,
                 status: self.status.as_u16(),
                 body: self.body.clone(),
@@ -621,6 +604,7 @@ impl Reply {
                     .map(str::to_owned),
                 elapsed,
                 cached,
+                mismatch: None,
             })
         });
         let mut rebuilt = http::Response::new(self.body);
