@@ -1,8 +1,8 @@
 //! Build script: IBKR's OpenAPI document → our patches → built-in passes → progenitor → OUT_DIR.
 //!
-//! It is a thin orchestrator over `src/spec/repair.rs` and `src/spec/generate.rs`, which the
-//! library compiles too (for `ibkr-mcp spec patch|report`), so the build and the commands can
-//! never disagree. Outputs in `OUT_DIR`:
+//! It is a thin orchestrator over the `ibkr-spec` crate (`crates/ibkr-spec`, feature `codegen`),
+//! which the server uses too (for `ibkr-mcp spec patch|report`), so the build and the commands
+//! can never disagree. Outputs in `OUT_DIR`:
 //! - `ibkr_api.rs`: the generated client (included by `src/ibkr.rs`);
 //! - `operations.rs`: a table of generated operations and a typed-decoding function per
 //!   operation (used by tests and the tool layer);
@@ -17,21 +17,7 @@
 //! operations progenitor cannot generate are excluded, and both are reported as
 //! `cargo:warning`s. Only a missing or unreadable document stops it, with instructions.
 
-#[allow(dead_code)] // shared with the library, which uses all of it
-#[path = "src/spec/repair.rs"]
-mod repair;
-
-#[allow(dead_code)]
-#[path = "src/spec/generate.rs"]
-mod generate;
-
-#[allow(dead_code)]
-#[path = "src/spec/tool_schema.rs"]
-mod tool_schema;
-
-#[allow(dead_code)]
-#[path = "src/spec/toolgen.rs"]
-mod toolgen;
+use ibkr_spec::{generate, repair, toolgen};
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -47,15 +33,8 @@ fn main() {
 fn run() -> Result<(), String> {
     let manifest = PathBuf::from(env("CARGO_MANIFEST_DIR")?);
     let out = PathBuf::from(env("OUT_DIR")?);
-    for f in [
-        "build.rs",
-        "src/spec/repair.rs",
-        "src/spec/generate.rs",
-        "src/spec/tool_schema.rs",
-        "src/spec/toolgen.rs",
-        "patches",
-        "spec",
-    ] {
+    // Changes to crates/ibkr-spec rebuild this script through cargo's dependency tracking.
+    for f in ["build.rs", "patches", "spec"] {
         println!("cargo:rerun-if-changed={f}");
     }
     println!("cargo:rerun-if-env-changed={}", repair::SPEC_ENV);
@@ -110,7 +89,7 @@ fn run() -> Result<(), String> {
     let allow_path = manifest.join("spec").join("tools.toml");
     let allow_text = std::fs::read_to_string(&allow_path)
         .map_err(|e| format!("cannot read {}: {e}", allow_path.display()))?;
-    let allowlist = toolgen::parse_allowlist(&allow_text)?;
+    let allowlist = ibkr_spec::model::parse_allowlist(&allow_text)?;
     let tools = toolgen::build_table(&allowlist, &repaired.doc, &generation);
     for u in &tools.unavailable {
         println!(
@@ -123,7 +102,7 @@ fn run() -> Result<(), String> {
     let internal_path = manifest.join("spec").join("internal.toml");
     let internal_text = std::fs::read_to_string(&internal_path)
         .map_err(|e| format!("cannot read {}: {e}", internal_path.display()))?;
-    let internal = toolgen::parse_internal(&internal_text, &allowlist)?;
+    let internal = ibkr_spec::model::parse_internal(&internal_text, &allowlist)?;
     for e in &internal {
         if !tools.tools.iter().any(|t| t.operation_id == e.operation) {
             println!(

@@ -38,6 +38,7 @@ import json
 import os
 import re
 import sys
+import tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -593,7 +594,9 @@ def run(doc, samples, verbose=False, max_problems=3, out=print, show_schema=Fals
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--spec", default=os.path.join(SHARED, "ibkr-spec", "2.20.0", "openapi.json"))
+    with open(os.path.join(REPO, "spec", "ibkr-openapi.lock"), "rb") as f:
+        pinned = tomllib.load(f)["version"]
+    ap.add_argument("--spec", default=os.path.join(SHARED, "ibkr-spec", pinned, "openapi.json"))
     ap.add_argument("--patches", default=os.path.join(REPO, "patches"))
     ap.add_argument("--no-patches", action="store_true")
     ap.add_argument("--samples", default=os.path.join(SHARED, "ibkr-samples"))

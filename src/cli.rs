@@ -167,7 +167,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             t.name,
                             t.toolset,
                             crate::mcp::catalog::access(t),
-                            t.method,
+                            t.method.map_or("", crate::spec::model::Method::as_str),
                             t.path
                         );
                     }
@@ -206,6 +206,29 @@ fn load_patches(dir: Option<PathBuf>) -> anyhow::Result<Vec<spec::repair::PatchF
         Some(d) => spec::repair::load_patches(&d).map_err(anyhow::Error::msg),
         None => Ok(spec::embedded_patches()),
     }
+}
+
+#[cfg(feature = "codegen")]
+fn report_for(
+    path: &std::path::Path,
+    patches: Option<PathBuf>,
+) -> anyhow::Result<serde_json::Value> {
+    let report =
+        spec::report_for_file(path, &load_patches(patches)?).map_err(anyhow::Error::msg)?;
+    Ok(serde_json::to_value(report)?)
+}
+
+#[cfg(not(feature = "codegen"))]
+fn report_for(
+    _path: &std::path::Path,
+    _patches: Option<PathBuf>,
+) -> anyhow::Result<serde_json::Value> {
+    anyhow::bail!(
+        "this binary was built without the `codegen` feature, so it cannot generate a client for \
+         another document. `ibkr-mcp spec patch --spec FILE` still repairs it; for the full report \
+         rebuild with `cargo build --release --features codegen` (the default), or build the \
+         crate with IBKR_OPENAPI_SPEC=FILE and run `ibkr-mcp spec report`."
+    )
 }
 
 fn run_spec(cmd: SpecCommand) -> anyhow::Result<ExitCode> {
@@ -249,10 +272,7 @@ fn run_spec(cmd: SpecCommand) -> anyhow::Result<ExitCode> {
             let report: serde_json::Value = match path {
                 None if patches.is_none() => serde_json::from_str(spec::BUILD_REPORT)?,
                 None => anyhow::bail!("--patches needs --spec"),
-                Some(p) => serde_json::to_value(
-                    spec::report_for_file(&p, &load_patches(patches)?)
-                        .map_err(anyhow::Error::msg)?,
-                )?,
+                Some(p) => report_for(&p, patches)?,
             };
             match format {
                 ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),

@@ -231,7 +231,12 @@ impl IbkrServer {
             return Ok(self.server_tool(def, arguments).await.into());
         }
         let span = tracing::info_span!("tool", tool = %def.name, toolset = %def.toolset);
-        let audit_args = arguments.clone();
+        // Reads are not audited: only a write keeps a copy of its arguments for the log.
+        let audit_args = if def.read_only {
+            None
+        } else {
+            arguments.clone()
+        };
         let (attempt, result) = match resume {
             // Boxed: these futures are large (every tool's generated call), and deep typed
             // deserialization needs the stack.

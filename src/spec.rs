@@ -1,17 +1,17 @@
-//! The repaired IBKR OpenAPI document: the pipeline (shared with `build.rs`), the artifacts the
-//! build embedded, and the `ibkr-mcp spec patch|report` commands.
+//! The repaired IBKR OpenAPI document: the pipeline (the `ibkr-spec` crate, shared with
+//! `build.rs`), the artifacts the build embedded, and the `ibkr-mcp spec patch|report` commands.
 //!
 //! It owns reading and repairing documents and describing the result; it does not own the
-//! generated client (see [`crate::ibkr`]).
+//! generated client (see [`crate::ibkr`]). Client generation for another document (`spec report
+//! --spec OTHER`) needs the `codegen` feature (on by default); without it the binary links no
+//! code generator and that one command says how to get it.
 
-pub mod generate;
-pub mod repair;
-pub mod tool_schema;
-pub mod toolgen;
+#[cfg(feature = "codegen")]
+pub use ibkr_spec::{generate, toolgen};
+pub use ibkr_spec::{model, pin, repair, tool_schema};
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +36,7 @@ pub fn embedded_patches() -> Vec<repair::PatchFile> {
         .collect()
 }
 
-pub use generate::normalize_path as normalize_template;
+pub use repair::normalize_path as normalize_template;
 
 /// Where a report's document came from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +48,7 @@ pub struct ReportInput {
 }
 
 /// A full report: the repair and the generation of one document.
+#[cfg(feature = "codegen")]
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// Where the document came from.
@@ -59,7 +60,11 @@ pub struct Report {
 }
 
 /// Repairs and generates a document read from `path`, with `patches`.
-pub fn report_for_file(path: &Path, patches: &[repair::PatchFile]) -> Result<Report, String> {
+#[cfg(feature = "codegen")]
+pub fn report_for_file(
+    path: &std::path::Path,
+    patches: &[repair::PatchFile],
+) -> Result<Report, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let repaired =
         repair::repair(&bytes, patches).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -85,7 +90,7 @@ pub fn render_report(report: &serde_json::Value) -> String {
     let pinned = if r["pinned"].as_bool() == Some(true) {
         "the pinned version".to_string()
     } else {
-        format!("NOT the pinned {} document", repair::PINNED_VERSION)
+        format!("NOT the pinned {} document", pin::pinned().version)
     };
     let _ = writeln!(s, "  sha256  {} ({pinned})", str_of(&r["sha256"]));
     let _ = writeln!(

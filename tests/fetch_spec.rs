@@ -5,7 +5,6 @@
 //! a garbage body, and 404 for everything else. It then runs the script as a child process and
 //! checks its exit status, its verdict and the file it wrote (or did not write).
 
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,13 +13,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use sha2::{Digest, Sha256};
+use ibkr_mcp::spec::pin::pinned;
+use ibkr_mcp::spec::repair::sha256_hex;
 
-/// sha256 of the pinned 2.20.0 document, as recorded in `spec/ibkr-openapi.lock`.
-const PINNED_SHA256: &str = "146b1940a5066ac1372506448daaeff9b0b3c110763bf869ffe5988ae9e6a7ff";
+/// The pinned version and its sha256, from `spec/ibkr-openapi.lock` (the one place the pin lives).
+fn pin() -> (&'static str, &'static str) {
+    (&pinned().version, &pinned().sha256)
+}
+
 /// sha256 of the 2.27.0 document, listed under `[known]` in the lock.
-const KNOWN_2_27_0_SHA256: &str =
-    "2ef657e26f09d91ee2bcf2112920e44339b5f533de421efa3fb408dfb34634ca";
+fn known_2_27_0_sha256() -> &'static str {
+    pinned()
+        .known
+        .get("2.27.0")
+        .expect("2.27.0 is listed under [known] in the lock")
+}
 
 fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -44,14 +51,6 @@ fn shared_spec(version: &str) -> Vec<u8> {
             path.display()
         )
     })
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let mut hex = String::with_capacity(64);
-    for byte in Sha256::digest(bytes).iter() {
-        write!(hex, "{byte:02x}").expect("writing to a String cannot fail");
-    }
-    hex
 }
 
 /// One canned response, served for an exact request path.
@@ -278,17 +277,20 @@ fn assert_no_output(out: &Path, run: &Run) {
 
 #[test]
 fn fetch_spec_pinned_document_over_http_matches_pin() {
-    let document = shared_spec("2.20.0");
+    let document = shared_spec(pin().0);
     let route = Route::ok("/v3/api-docs", "application/json", document.clone());
     let (_server, _dir, out, run) = fetch_over_http("pinned", vec![route], "/v3/api-docs");
 
     run.assert_code(0);
-    run.assert_stdout_contains("matches the pinned version 2.20.0 (sha256 verified)");
-    run.assert_stdout_contains(PINNED_SHA256);
+    run.assert_stdout_contains(&format!(
+        "matches the pinned version {} (sha256 verified)",
+        pin().0
+    ));
+    run.assert_stdout_contains(pin().1);
     let written = std::fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}", out.display()));
     assert_eq!(
         sha256_hex(&written),
-        PINNED_SHA256,
+        pin().1,
         "written file differs from the pin"
     );
     assert!(
@@ -304,9 +306,9 @@ fn fetch_spec_newer_known_document_is_named_known_version() {
 
     run.assert_code(0);
     run.assert_stdout_contains("known version 2.27.0");
-    run.assert_stdout_contains("not the pinned 2.20.0");
+    run.assert_stdout_contains(&format!("not the pinned {}", pin().0));
     let written = std::fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}", out.display()));
-    assert_eq!(sha256_hex(&written), KNOWN_2_27_0_SHA256);
+    assert_eq!(sha256_hex(&written), known_2_27_0_sha256());
 }
 
 #[test]
@@ -333,8 +335,8 @@ fn fetch_spec_http_404_exits_2_without_output() {
 
 #[test]
 fn fetch_spec_file_url_matches_pin() {
-    let source = shared_spec_path("2.20.0");
-    let document = shared_spec("2.20.0");
+    let source = shared_spec_path(pin().0);
+    let document = shared_spec(pin().0);
     let source = std::fs::canonicalize(&source)
         .unwrap_or_else(|e| panic!("canonicalize {}: {e}", source.display()));
     let dir = TempDir::new("file-url");
@@ -344,7 +346,10 @@ fn fetch_spec_file_url_matches_pin() {
     let run = fetch_spec(&["--url", &url, "--out", path_arg(&out)], &dir.0);
 
     run.assert_code(0);
-    run.assert_stdout_contains("matches the pinned version 2.20.0 (sha256 verified)");
+    run.assert_stdout_contains(&format!(
+        "matches the pinned version {} (sha256 verified)",
+        pin().0
+    ));
     let written = std::fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}", out.display()));
     assert!(
         written == document,
@@ -354,8 +359,8 @@ fn fetch_spec_file_url_matches_pin() {
 
 #[test]
 fn fetch_spec_plain_local_path_matches_pin() {
-    let source = shared_spec_path("2.20.0");
-    let document = shared_spec("2.20.0");
+    let source = shared_spec_path(pin().0);
+    let document = shared_spec(pin().0);
     let dir = TempDir::new("plain-path");
     let out = dir.join("x.json");
 
@@ -365,7 +370,10 @@ fn fetch_spec_plain_local_path_matches_pin() {
     );
 
     run.assert_code(0);
-    run.assert_stdout_contains("matches the pinned version 2.20.0 (sha256 verified)");
+    run.assert_stdout_contains(&format!(
+        "matches the pinned version {} (sha256 verified)",
+        pin().0
+    ));
     let written = std::fs::read(&out).unwrap_or_else(|e| panic!("read {}: {e}", out.display()));
     assert!(
         written == document,
@@ -391,7 +399,7 @@ fn fetch_spec_unreachable_url_exits_2_with_advice() {
 
 #[test]
 fn fetch_spec_existing_different_file_is_kept_without_force() {
-    let document = shared_spec("2.20.0");
+    let document = shared_spec(pin().0);
     let server = Server::start(vec![Route::ok(
         "/v3/api-docs",
         "application/json",

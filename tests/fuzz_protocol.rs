@@ -358,7 +358,7 @@ async fn traversal_payloads_in_path_parameters_never_reach_another_endpoint() {
         .flat_map(|t| {
             t.args
                 .iter()
-                .filter(|a| a.location == "path")
+                .filter(|a| a.location == ibkr_mcp::spec::model::ArgLocation::Path)
                 .map(|a| (t.name.clone(), a.name.clone(), t.path.clone()))
         })
         .collect();

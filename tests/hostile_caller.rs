@@ -4,6 +4,7 @@
 
 mod common;
 
+use ibkr_mcp::spec::model::{ArgLocation, Method};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -148,7 +149,7 @@ fn valid_args(def: &ToolDef) -> Map<String, Value> {
     let mut m = Map::new();
     for a in &def.args {
         let schema = &props[a.name.as_str()];
-        if a.location == "path" {
+        if a.location == ArgLocation::Path {
             m.insert(a.name.clone(), valid_path_value(&a.name, schema));
         } else if a.required {
             m.insert(a.name.clone(), sample(schema));
@@ -160,7 +161,7 @@ fn valid_args(def: &ToolDef) -> Map<String, Value> {
 fn tools_with_path_parameters() -> Vec<&'static ToolDef> {
     let tools: Vec<&'static ToolDef> = catalog::all()
         .iter()
-        .filter(|t| t.args.iter().any(|a| a.location == "path"))
+        .filter(|t| t.args.iter().any(|a| a.location == ArgLocation::Path))
         .collect();
     // A lower bound, so this can never pass by finding nothing to test.
     assert!(
@@ -203,7 +204,7 @@ async fn traversal_in_path_parameters_never_leaves_the_tools_own_endpoint() {
     let mut controls = 0;
     for def in tools_with_path_parameters() {
         let base = valid_args(def);
-        for param in def.args.iter().filter(|a| a.location == "path") {
+        for param in def.args.iter().filter(|a| a.location == ArgLocation::Path) {
             for payload in &corpus {
                 sim.control().clear_requests();
                 let mut a = base.clone();
@@ -245,8 +246,8 @@ async fn traversal_in_path_parameters_never_leaves_the_tools_own_endpoint() {
         assert!(
             seen.iter()
                 .any(|e| e.template.as_deref() == Some(def.path.as_str())
-                    && e.method == def.method),
-            "{} with valid arguments did not reach {} {}: {} / {seen:?}",
+                    && def.method.map(Method::as_str) == Some(e.method.as_str())),
+            "{} with valid arguments did not reach {:?} {}: {} / {seen:?}",
             def.name,
             def.method,
             def.path,
@@ -281,7 +282,7 @@ async fn the_request_guard_alone_stops_traversal_that_skips_argument_checks() {
     let mut stopped = 0;
     for def in tools_with_path_parameters() {
         let base = valid_args(def);
-        for param in def.args.iter().filter(|a| a.location == "path") {
+        for param in def.args.iter().filter(|a| a.location == ArgLocation::Path) {
             for payload in traversal_corpus() {
                 sim.control().clear_requests();
                 let mut a = base.clone();

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use common::golden;
-use ibkr_mcp::spec::{self, generate, repair};
+use ibkr_mcp::spec::{self, generate, pin, repair};
 use serde_json::{Value, json};
 
 fn doc_path(version: &str) -> PathBuf {
@@ -24,8 +24,8 @@ fn repo_patches() -> Vec<repair::PatchFile> {
 
 #[test]
 fn pinned_document_every_patch_applies() {
-    let bytes = std::fs::read(doc_path("2.20.0")).expect("pinned document");
-    assert_eq!(repair::sha256_hex(&bytes), repair::PINNED_SHA256);
+    let bytes = std::fs::read(doc_path(&pin::pinned().version)).expect("pinned document");
+    assert_eq!(repair::sha256_hex(&bytes), pin::pinned().sha256);
     let r = repair::repair(&bytes, &repo_patches()).expect("repair");
     assert!(r.pinned);
     let not_applied: Vec<_> = r
@@ -46,7 +46,7 @@ fn pinned_document_every_patch_applies() {
 
 #[test]
 fn pinned_document_repair_keeps_every_operation_parameter_and_example() {
-    let bytes = std::fs::read(doc_path("2.20.0")).expect("pinned document");
+    let bytes = std::fs::read(doc_path(&pin::pinned().version)).expect("pinned document");
     let r = repair::repair(&bytes, &repo_patches()).expect("repair");
     assert_eq!(r.before.operations, 141);
     assert_eq!(r.after.operations, r.before.operations);
@@ -75,7 +75,7 @@ fn pinned_document_repair_keeps_every_operation_parameter_and_example() {
 
 #[test]
 fn pinned_document_after_repair_has_unique_operation_ids_and_no_structural_problems() {
-    let bytes = std::fs::read(doc_path("2.20.0")).expect("pinned document");
+    let bytes = std::fs::read(doc_path(&pin::pinned().version)).expect("pinned document");
     let r = repair::repair(&bytes, &repo_patches()).expect("repair");
     let ops = repair::operations(&r.doc);
     let ids: BTreeSet<_> = ops
@@ -100,7 +100,7 @@ fn pinned_document_after_repair_has_unique_operation_ids_and_no_structural_probl
 
 #[test]
 fn pinned_document_open_objects_pass_leaves_no_additional_properties_true() {
-    let bytes = std::fs::read(doc_path("2.20.0")).expect("pinned document");
+    let bytes = std::fs::read(doc_path(&pin::pinned().version)).expect("pinned document");
     let r = repair::repair(&bytes, &repo_patches()).expect("repair");
     let text = serde_json::to_string(&r.doc).unwrap();
     assert!(!text.contains("\"additionalProperties\":true"));

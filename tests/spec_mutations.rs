@@ -9,13 +9,13 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use ibkr_mcp::spec::{generate, repair, toolgen};
+use ibkr_mcp::spec::{generate, model, pin, repair, toolgen};
 use serde_json::{Value, json};
 
 fn pinned_bytes() -> Vec<u8> {
     let path = common::shared_dir()
         .join("ibkr-spec")
-        .join("2.20.0")
+        .join(&pin::pinned().version)
         .join("openapi.json");
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -25,7 +25,7 @@ struct Run {
     fatal: Option<String>,
     generated: BTreeSet<String>,
     report: String,
-    unavailable: Vec<toolgen::Unavailable>,
+    unavailable: Vec<model::Unavailable>,
 }
 
 fn pipeline(doc: &Value) -> Run {
@@ -41,7 +41,7 @@ fn pipeline(doc: &Value) -> Run {
         "the generated code has a Client (fatal: {:?})",
         generation.fatal
     );
-    let allow = toolgen::parse_allowlist(include_str!("../spec/tools.toml")).unwrap();
+    let allow = model::parse_allowlist(include_str!("../spec/tools.toml")).unwrap();
     let table = toolgen::build_table(&allow, &repaired.doc, &generation);
     syn::parse_str::<syn::File>(&format!(
         "macro_rules! ibkr_tools {{ ($($t:tt)*) => {{}} }}\n{}",
@@ -297,7 +297,7 @@ fn a_document_with_no_usable_operation_still_gives_a_client_and_a_full_report() 
     }
     let run = pipeline(&doc);
     assert!(run.generated.is_empty(), "{:?}", run.generated);
-    let allow = toolgen::parse_allowlist(include_str!("../spec/tools.toml")).unwrap();
+    let allow = model::parse_allowlist(include_str!("../spec/tools.toml")).unwrap();
     assert_eq!(run.unavailable.len(), allow.len());
     assert!(
         run.unavailable

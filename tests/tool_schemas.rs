@@ -2,26 +2,13 @@
 //! MCP clients accept: JSON Schema 2020-12, no `$ref`, no `nullable`, no type arrays, `required`
 //! naming only existing properties, and path parameters required.
 
-use ibkr_mcp::spec::{REPAIRED_SPEC, tool_schema};
+use ibkr_mcp::spec::{REPAIRED_SPEC, model, tool_schema};
 use serde_json::Value;
 
-#[derive(serde::Deserialize)]
-struct Allowlist {
-    tool: Vec<Entry>,
-}
-
-#[derive(serde::Deserialize)]
-struct Entry {
-    name: String,
-    operation: String,
-}
-
-fn allowlist() -> Vec<Entry> {
+fn allowlist() -> Vec<model::AllowEntry> {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec/tools.toml"))
         .expect("spec/tools.toml");
-    toml::from_str::<Allowlist>(&text)
-        .expect("tools.toml parses")
-        .tool
+    model::parse_allowlist(&text).expect("tools.toml parses")
 }
 
 /// The first problem a strict client would have with `schema`, if any.

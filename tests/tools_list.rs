@@ -11,7 +11,6 @@ mod common;
 use ibkr_mcp::mcp::catalog::{self, Filter, Inventory};
 use rmcp::model::ListToolsResult;
 use serde_json::Value;
-use sha2::Digest as _;
 
 fn inventory(filter: Filter) -> Inventory {
     Inventory::new(catalog::all(), &filter).expect("inventory")
@@ -36,8 +35,7 @@ fn fingerprint(v: &Value) -> Value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let hash = sha2::Sha256::digest(text.as_bytes());
-    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = ibkr_mcp::spec::repair::sha256_hex(text.as_bytes())[..12].to_string();
     Value::String(format!(
         "<ibkr text: {} chars, sha256 {hex}>",
         text.chars().count()
@@ -88,7 +86,7 @@ fn tools_list_matches_the_golden_file() {
 fn every_tool_description_is_our_own_from_the_allowlist() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/spec/tools.toml")).unwrap();
-    let allow = ibkr_mcp::spec::toolgen::parse_allowlist(&text).unwrap();
+    let allow = ibkr_mcp::spec::model::parse_allowlist(&text).unwrap();
     for def in catalog::all()
         .iter()
         .filter(|d| !catalog::is_server_tool(d))

@@ -12,7 +12,7 @@ use std::sync::{LazyLock, OnceLock};
 
 use serde_json::{Map, Value};
 
-use super::catalog::ToolDef;
+use super::catalog::{ArgLocation, ToolDef};
 
 /// Compiled validators, one per catalog tool, made on first use.
 static VALIDATORS: LazyLock<
@@ -55,7 +55,7 @@ pub fn prepare(
         return Err(problems);
     }
     for arg in &def.args {
-        if arg.location == "body" {
+        if arg.location == ArgLocation::Body {
             continue;
         }
         if let (Some(v), Some(schema)) = (

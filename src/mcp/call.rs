@@ -329,9 +329,11 @@ impl IbkrServer {
         b: Behaviour,
         args: &Map<String, Value>,
     ) -> Sent {
-        let mut logged = Value::Object(args.clone());
-        audit::mask_accounts(&mut logged);
-        tracing::debug!(arguments = %logged, "calling");
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let mut logged = Value::Object(args.clone());
+            audit::mask_accounts(&mut logged);
+            tracing::debug!(arguments = %logged, "calling");
+        }
         let mut notes = Vec::new();
         let (mut outcome, lapsed) = self.send_recovering(def, args, &mut notes).await;
         if b.snapshot {
@@ -375,7 +377,12 @@ impl IbkrServer {
             r.keep();
         }
         let decision = if reached_gateway { "sent" } else { "refused" };
-        let summary = sent.outcome.as_ref().ok().map(reply_summary);
+        // Only writes are audited: a read pays nothing for the summary.
+        let summary = if def.read_only {
+            None
+        } else {
+            sent.outcome.as_ref().ok().map(reply_summary)
+        };
         let question = b
             .asks_questions()
             .then(|| sent.outcome.as_ref().ok().and_then(|r| r.json().ok()))

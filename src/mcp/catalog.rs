@@ -16,7 +16,7 @@ use std::sync::{Arc, LazyLock};
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde_json::Value;
 
-pub use crate::spec::toolgen::{ToolArg, ToolDef, Unavailable};
+pub use crate::spec::model::{ArgLocation, Method, ReplyKind, ToolArg, ToolDef, Unavailable};
 
 /// A toolset: tools that belong together, selected as a group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub const TOOLSETS: &[Toolset] = &[
 /// ([`server_tools`]).
 pub fn all() -> &'static [ToolDef] {
     static TABLE: LazyLock<Vec<ToolDef>> = LazyLock::new(|| {
-        let table: crate::spec::toolgen::ToolTable =
+        let table: crate::spec::model::ToolTable =
             serde_json::from_str(include_str!(concat!(env!("OUT_DIR"), "/tools.json")))
                 .expect("build.rs writes a valid tools.json");
         let mut tools = table.tools;
@@ -110,7 +110,7 @@ pub fn server_tools() -> Vec<ToolDef> {
     vec![ToolDef {
         name: SESSION_STATUS_TOOL.into(),
         operation_id: String::new(),
-        method: String::new(),
+        method: None,
         path: String::new(),
         toolset: "session".into(),
         read_only: true,
@@ -133,6 +133,7 @@ pub fn server_tools() -> Vec<ToolDef> {
         args: Vec::new(),
         rust_method: String::new(),
         response_type: String::new(),
+        reply: ReplyKind::Json,
     }]
 }
 
@@ -143,7 +144,7 @@ pub fn is_server_tool(def: &ToolDef) -> bool {
 
 /// Allowlisted tools the document this binary was built from cannot provide.
 pub fn unavailable() -> Vec<Unavailable> {
-    let table: crate::spec::toolgen::ToolTable =
+    let table: crate::spec::model::ToolTable =
         serde_json::from_str(include_str!(concat!(env!("OUT_DIR"), "/tools.json")))
             .expect("build.rs writes a valid tools.json");
     table.unavailable
@@ -401,7 +402,7 @@ pub fn markdown_table(tools: &[ToolDef]) -> String {
                 if is_server_tool(t) {
                     "(answered by this server)".to_string()
                 } else {
-                    format!("`{} {}`", t.method, t.path)
+                    format!("`{} {}`", t.method.map_or("", Method::as_str), t.path)
                 },
                 t.description.replace('|', "\\|")
             ));

@@ -11,7 +11,7 @@
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{Value, json};
 
-use super::catalog::ToolDef;
+use super::catalog::{ReplyKind, ToolDef};
 use crate::error::{ToolError, ibkr_message};
 use crate::ibkr::gateway::{self, Reply, TransportKind};
 
@@ -63,7 +63,7 @@ fn classify(
     } else {
         match serde_json::from_slice::<Value>(&reply.body) {
             Ok(v) => v,
-            Err(_) if def.response_type == "()" || def.response_type.ends_with("ByteStream") => {
+            Err(_) if def.reply != ReplyKind::Json => {
                 json!({ "status": reply.status, "text": String::from_utf8_lossy(&reply.body) })
             }
             Err(e) => {

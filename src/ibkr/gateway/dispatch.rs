@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn every_allowlisted_tool_has_a_generated_call_and_nothing_else_does() {
         let text = include_str!("../../../spec/tools.toml");
-        let allow: Vec<String> = crate::spec::toolgen::parse_allowlist(text)
+        let allow: Vec<String> = crate::spec::model::parse_allowlist(text)
             .unwrap()
             .into_iter()
             .map(|e| e.name)

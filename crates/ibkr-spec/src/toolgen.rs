@@ -1,10 +1,9 @@
 //! The MCP tool table: the allowlist (`spec/tools.toml`) joined with the repaired document and
 //! the generated client.
 //!
-//! Compiled by `build.rs` (through `#[path]`) and by the library, like its siblings `repair`,
-//! `generate` and `tool_schema`. For every allowlisted operation that the client generated, it
-//! records what the MCP layer needs: the tool's name, toolset, annotations and description, its
-//! input schema (from [`super::tool_schema`]), a tolerant output schema, and how each argument
+//! Feature `codegen`: used by `build.rs`. For every allowlisted operation that the client
+//! generated, it records what the MCP layer needs (a [`ToolDef`]): the tool's name, toolset,
+//! annotations and description, its input schema (from [`crate::tool_schema`]), a tolerant output schema, and how each argument
 //! maps onto a setter of progenitor's builder and the Rust type that setter takes. `build.rs`
 //! turns the table into data (`tools.json`) and into an invocation of the `ibkr_tools!` macro
 //! (`tool_specs.rs`), so a tool whose operation, setter or type does not exist in the generated
@@ -13,92 +12,15 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::generate::Generation;
-use super::repair::{resolve, to_snake};
-use super::tool_schema;
-
-/// One `[[tool]]` entry of `spec/tools.toml`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AllowEntry {
-    /// Stable snake_case tool name.
-    pub name: String,
-    /// operationId in the repaired document.
-    pub operation: String,
-    /// Toolset the tool belongs to.
-    pub toolset: String,
-    /// MCP `readOnlyHint`.
-    pub read_only: bool,
-    /// MCP `destructiveHint`.
-    pub destructive: bool,
-    /// MCP `idempotentHint`.
-    pub idempotent: bool,
-    /// Our own description (the document's summary is used when absent).
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AllowFile {
-    tool: Vec<AllowEntry>,
-}
-
-/// Parses `spec/tools.toml`.
-pub fn parse_allowlist(text: &str) -> Result<Vec<AllowEntry>, String> {
-    toml::from_str::<AllowFile>(text)
-        .map(|f| f.tool)
-        .map_err(|e| format!("spec/tools.toml: {e}"))
-}
-
-/// One `[[internal]]` entry of `spec/internal.toml`: an operation the server calls for itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InternalEntry {
-    /// Name of the constant in `ibkr::gateway::ops` (SCREAMING_SNAKE_CASE).
-    pub name: String,
-    /// operationId in the repaired document; it must be an allowlisted tool's operation too.
-    pub operation: String,
-    /// The feature that needs it, in words (what a document without it loses).
-    pub feature: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InternalFile {
-    internal: Vec<InternalEntry>,
-}
-
-/// Parses `spec/internal.toml` and checks every entry names an operation of `allow`.
-pub fn parse_internal(text: &str, allow: &[AllowEntry]) -> Result<Vec<InternalEntry>, String> {
-    let entries = toml::from_str::<InternalFile>(text)
-        .map(|f| f.internal)
-        .map_err(|e| format!("spec/internal.toml: {e}"))?;
-    let mut seen = std::collections::BTreeSet::new();
-    for e in &entries {
-        let valid = !e.name.is_empty()
-            && e.name
-                .chars()
-                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-        if !valid || !seen.insert(e.name.as_str()) {
-            return Err(format!(
-                "spec/internal.toml: `{}` must be a unique SCREAMING_SNAKE_CASE name",
-                e.name
-            ));
-        }
-        if !allow.iter().any(|a| a.operation == e.operation) {
-            return Err(format!(
-                "spec/internal.toml: `{}` names {}, which no [[tool]] of spec/tools.toml has \
-                 (every operation the server calls must be one a user could call)",
-                e.name, e.operation
-            ));
-        }
-    }
-    Ok(entries)
-}
+use crate::generate::Generation;
+use crate::model::{
+    AllowEntry, ArgLocation, InternalEntry, Method, ReplyKind, ToolArg, ToolDef, ToolTable,
+    Unavailable,
+};
+use crate::repair::{resolve, to_snake};
+use crate::tool_schema;
 
 /// The constants of `ibkr::gateway::ops`: one per internal operation, present whatever the
 /// document (a document without the operation makes the call fail at run time, naming the
@@ -121,76 +43,6 @@ pub fn render_internal(entries: &[InternalEntry]) -> String {
     );
     s.push_str("];\n");
     s
-}
-
-/// How one tool argument reaches the generated client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ToolArg {
-    /// Argument name (the OpenAPI parameter name, or `body`).
-    pub name: String,
-    /// `path`, `query`, `header` or `body`.
-    pub location: String,
-    /// Whether the input schema requires it.
-    pub required: bool,
-    /// Builder setter method in the generated client.
-    pub setter: String,
-    /// Rust type the setter takes, as a path usable from outside the generated module.
-    pub rust_type: String,
-}
-
-/// Everything the MCP layer knows about one tool.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ToolDef {
-    /// Tool name.
-    pub name: String,
-    /// operationId.
-    pub operation_id: String,
-    /// Upper-case HTTP method.
-    pub method: String,
-    /// Path template under the base URL.
-    pub path: String,
-    /// Toolset.
-    pub toolset: String,
-    /// MCP `readOnlyHint`.
-    pub read_only: bool,
-    /// MCP `destructiveHint`.
-    pub destructive: bool,
-    /// MCP `idempotentHint`.
-    pub idempotent: bool,
-    /// MCP `openWorldHint`.
-    pub open_world: bool,
-    /// Description shown to the model.
-    pub description: String,
-    /// JSON Schema 2020-12 of the arguments.
-    pub input_schema: Value,
-    /// Tolerant JSON Schema of `structuredContent`, when the response is described.
-    pub output_schema: Option<Value>,
-    /// Arguments, in the order the builder is called.
-    pub args: Vec<ToolArg>,
-    /// Method of the generated `Client`.
-    pub rust_method: String,
-    /// Generated success type (`types::X`, `()` or `ByteStream`).
-    pub response_type: String,
-}
-
-/// An allowlisted tool that the document being built cannot provide.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Unavailable {
-    /// Tool name.
-    pub name: String,
-    /// operationId it needs.
-    pub operation_id: String,
-    /// Why it is missing.
-    pub reason: String,
-}
-
-/// The tool table of one build.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ToolTable {
-    /// Tools available, in allowlist order.
-    pub tools: Vec<ToolDef>,
-    /// Allowlisted tools left out, with reasons.
-    pub unavailable: Vec<Unavailable>,
 }
 
 /// Joins the allowlist with the repaired document and the generation result.
@@ -260,12 +112,14 @@ fn tool_def(
             )
         })?;
         let location = if name == "body" {
-            "body".to_string()
+            ArgLocation::Body
         } else {
-            locations
-                .get(name.as_str())
-                .cloned()
-                .unwrap_or_else(|| "query".into())
+            match locations.get(name.as_str()) {
+                Some(loc) => ArgLocation::parse(loc).ok_or_else(|| {
+                    format!("argument `{name}` goes in `{loc}`, which is not sent")
+                })?,
+                None => ArgLocation::Query,
+            }
         };
         args.push(ToolArg {
             name: name.clone(),
@@ -285,10 +139,12 @@ fn tool_def(
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| format!("{} {}", generated.method, generated.path));
+    let method = Method::parse(&generated.method)
+        .ok_or_else(|| format!("`{}` is not an HTTP method", generated.method))?;
     Ok(ToolDef {
         name: entry.name.clone(),
         operation_id: entry.operation.clone(),
-        method: generated.method.clone(),
+        method: Some(method),
         path: generated.path.clone(),
         toolset: entry.toolset.clone(),
         read_only: entry.read_only,
@@ -302,6 +158,7 @@ fn tool_def(
         args,
         rust_method: generated.rust_method.clone(),
         response_type: generated.response_type.clone(),
+        reply: ReplyKind::of_response_type(&generated.response_type),
     })
 }
 
@@ -505,10 +362,9 @@ pub fn render_macro(table: &ToolTable) -> String {
             .iter()
             .map(|a| format!("{:?} => {}: {}", a.name, a.setter, a.rust_type))
             .collect();
-        let reply = if t.response_type == "()" || t.response_type.ends_with("ByteStream") {
-            "raw".to_string()
-        } else {
-            format!("json({})", qualify(&t.response_type))
+        let reply = match t.reply {
+            ReplyKind::Json => format!("json({})", qualify(&t.response_type)),
+            ReplyKind::Empty | ReplyKind::Bytes => "raw".to_string(),
         };
         s.push_str(&format!(
             "    {:?} => {}({}) -> {};\n",

@@ -1,10 +1,9 @@
 //! The spec repair pipeline: locate IBKR's OpenAPI document, apply our RFC 6902 patches, run the
 //! built-in passes, count what the document holds and check it for the defects we know of.
 //!
-//! This file is compiled twice: by `build.rs` (through `#[path]`) and as part of the library, so
-//! it only uses crates that are both dependencies and build-dependencies (`serde`, `serde_json`,
-//! `json-patch`, `sha2`, `yaml_serde`) and nothing else of the crate. It never panics on a
-//! document: every defect becomes a report entry.
+//! Used by `build.rs` and by the server's `spec patch|report` commands, so the build and the
+//! commands never disagree. It needs no code generator. It never panics on a document: every
+//! defect becomes a report entry.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -20,11 +19,6 @@ pub const METHODS: [&str; 8] = [
 
 /// Environment variable naming the document to build from (a file path).
 pub const SPEC_ENV: &str = "IBKR_OPENAPI_SPEC";
-
-/// The pinned document version and its sha256 (also recorded in `spec/ibkr-openapi.lock`).
-pub const PINNED_VERSION: &str = "2.20.0";
-/// sha256 of the pinned document.
-pub const PINNED_SHA256: &str = "146b1940a5066ac1372506448daaeff9b0b3c110763bf869ffe5988ae9e6a7ff";
 
 /// Where the document we build from came from.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -68,9 +62,10 @@ pub fn locate_spec(manifest_dir: &Path, env_value: Option<&str>) -> Result<SpecI
         }
         return Err(format!(
             "{SPEC_ENV} is set to `{value}`, but there is no file at {}. Point {SPEC_ENV} at \
-             IBKR's OpenAPI document (JSON or YAML), or unset it to use the pinned {PINNED_VERSION} \
+             IBKR's OpenAPI document (JSON or YAML), or unset it to use the pinned {} \
              document.",
-            path.display()
+            path.display(),
+            crate::pin::pinned().version
         ));
     }
     let download = manifest_dir
@@ -87,7 +82,7 @@ pub fn locate_spec(manifest_dir: &Path, env_value: Option<&str>) -> Result<SpecI
         .join("..")
         .join("shared")
         .join("ibkr-spec")
-        .join(PINNED_VERSION)
+        .join(&crate::pin::pinned().version)
         .join("openapi.json");
     if shared.is_file() {
         return Ok(SpecInput {
@@ -100,9 +95,10 @@ pub fn locate_spec(manifest_dir: &Path, env_value: Option<&str>) -> Result<SpecI
          IBKR's text). The build looks, in order, for: the file named by the {SPEC_ENV} \
          environment variable; {}; {}. To get it, run `scripts/fetch-spec` (downloads the live \
          document from IBKR into spec/downloads/ and tells you whether it is the pinned version \
-         {PINNED_VERSION}), or set {SPEC_ENV}=/path/to/openapi.json and build again.",
+         {}), or set {SPEC_ENV}=/path/to/openapi.json and build again.",
         download.display(),
-        shared.display()
+        shared.display(),
+        crate::pin::pinned().version
     ))
 }
 
@@ -1080,7 +1076,7 @@ pub fn repair(bytes: &[u8], patches: &[PatchFile]) -> Result<Repaired, String> {
     let after = inventory(&doc);
     let problems_after = check(&doc);
     Ok(Repaired {
-        pinned: sha256 == PINNED_SHA256,
+        pinned: sha256 == crate::pin::pinned().sha256,
         doc,
         version,
         sha256,
@@ -1100,4 +1096,22 @@ pub fn count_by_check(problems: &[Problem]) -> BTreeMap<&'static str, usize> {
         *m.entry(p.check).or_insert(0) += 1;
     }
     m
+}
+
+/// `/a/{x}/b` → `/a/{}/b`: path templates compared without their parameter names.
+pub fn normalize_path(p: &str) -> String {
+    let mut out = String::new();
+    let mut depth = 0;
+    for c in p.chars() {
+        match c {
+            '{' => {
+                depth += 1;
+                out.push_str("{}");
+            }
+            '}' => depth -= 1,
+            _ if depth > 0 => {}
+            _ => out.push(c),
+        }
+    }
+    out
 }

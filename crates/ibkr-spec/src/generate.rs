@@ -1,7 +1,6 @@
 //! Client generation with progenitor, one operation at a time when it has to be.
 //!
-//! Compiled by `build.rs` (through `#[path]`) and by the library (for `ibkr-mcp spec report`).
-//! Uses `repair.rs` as a sibling module named `repair`.
+//! Used by `build.rs` and by `ibkr-mcp spec report --spec OTHER` (feature `codegen`).
 //!
 //! progenitor handles a narrower OpenAPI than IBKR writes, and it panics on some shapes. So:
 //! 1. [`generation_view`] adapts the repaired document to what progenitor can express without
@@ -19,7 +18,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::repair::{METHODS, ptr_token};
+use crate::repair::{METHODS, normalize_path, ptr_token};
 
 /// An operation left out of the generated client, and why.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -616,7 +615,7 @@ fn unexpressible(view: &Value, op: &ViewOp) -> Option<String> {
     let operation = &item[op.method];
     let body = operation
         .get("requestBody")
-        .and_then(|b| super::repair::resolve(view, b));
+        .and_then(|b| crate::repair::resolve(view, b));
     if let Some(content) = body
         .and_then(|b| b.get("content"))
         .and_then(Value::as_object)
@@ -648,7 +647,7 @@ fn unexpressible(view: &Value, op: &ViewOp) -> Option<String> {
                 .flatten(),
         );
     for p in params {
-        let Some(p) = super::repair::resolve(view, p) else {
+        let Some(p) = crate::repair::resolve(view, p) else {
             continue;
         };
         let name = p.get("name").and_then(Value::as_str).unwrap_or("?");
@@ -661,7 +660,7 @@ fn unexpressible(view: &Value, op: &ViewOp) -> Option<String> {
             Some("query") => {
                 let schema = p
                     .get("schema")
-                    .and_then(|s| super::repair::resolve(view, s));
+                    .and_then(|s| crate::repair::resolve(view, s));
                 let is_object = schema.is_some_and(|s| {
                     s.get("type").and_then(Value::as_str) == Some("object")
                         || (s.get("type").is_none() && s.contains_key("properties"))
@@ -807,24 +806,6 @@ fn describe(code: &str, ops: &[&ViewOp]) -> Vec<GeneratedOperation> {
         })
         .collect();
     out.sort();
-    out
-}
-
-/// `/a/{x}/b` → `/a/{}/b`: path templates compared without their parameter names.
-pub fn normalize_path(p: &str) -> String {
-    let mut out = String::new();
-    let mut depth = 0;
-    for c in p.chars() {
-        match c {
-            '{' => {
-                depth += 1;
-                out.push_str("{}");
-            }
-            '}' => depth -= 1,
-            _ if depth > 0 => {}
-            _ => out.push(c),
-        }
-    }
     out
 }
 

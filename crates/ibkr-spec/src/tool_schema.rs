@@ -11,7 +11,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::repair::{METHODS, resolve};
+use crate::repair::{METHODS, resolve};
 
 /// The JSON Schema dialect of every input schema.
 pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
