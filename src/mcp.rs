@@ -420,8 +420,8 @@ impl IbkrServer {
                     "answer": if yes { "confirmed by the user" } else { "declined by the user" }
                 }));
                 let outcome = match orders::reply(&state.client, &reply_id, yes).await {
-                    Err(message) => orders::Outcome::Failed {
-                        message,
+                    Err(e) => orders::Outcome::Failed {
+                        message: e.to_string(),
                         answered: answered.clone(),
                     },
                     Ok(_) if !yes => orders::Outcome::Declined {

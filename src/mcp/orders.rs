@@ -480,44 +480,69 @@ pub enum Outcome {
     },
 }
 
-/// Answers one question with `confirmed`; returns the gateway's next answer, or what to tell
-/// the model (the reply is never sent twice).
-pub async fn reply(client: &Client, id: &str, confirmed: bool) -> Result<Value, String> {
+/// Why a reply to a question brought no usable answer. Its text is what the model is told; the
+/// reply is never sent twice.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReplyError {
+    /// Nothing left this server (refused, invalid arguments, unavailable).
+    #[error("the reply to question {id} was not sent ({error}); the order is not confirmed")]
+    NotSent {
+        id: String,
+        error: crate::ibkr::gateway::Error,
+    },
+    /// It left, and no answer came back.
+    #[error(
+        "the reply to question {id} got no answer ({why}). It may have reached IBKR and \
+         confirmed the order: it was NOT retried. Check list_orders before doing anything else"
+    )]
+    NoAnswer { id: String, why: String },
+    /// IBKR answered with an error status.
+    #[error("the reply to question {id} was answered HTTP {status}: {message}")]
+    Status {
+        id: String,
+        status: u16,
+        message: String,
+    },
+    /// IBKR accepted it, and its answer is not JSON.
+    #[error(
+        "IBKR accepted the reply to question {id} (HTTP {status}) but its answer cannot be read \
+         ({error}). The order may have been placed: it was NOT retried. Check list_orders \
+         before doing anything else"
+    )]
+    Unreadable {
+        id: String,
+        status: u16,
+        error: serde_json::Error,
+    },
+}
+
+/// Answers one question with `confirmed`; returns the gateway's next answer.
+pub(super) async fn reply(client: &Client, id: &str, confirmed: bool) -> Result<Value, ReplyError> {
     use crate::ibkr::gateway::{self, Error, ops};
     let args = json!({ "replyId": id, "body": { "confirmed": confirmed } });
+    let id = id.to_string();
     let r = match gateway::call(client, ops::REPLY_QUESTION, args).await {
         Ok(r) => r,
-        Err(e) if !e.reached_gateway() => {
-            return Err(format!(
-                "the reply to question {id} was not sent ({e}); the order is not confirmed"
-            ));
-        }
+        Err(error) if !error.reached_gateway() => return Err(ReplyError::NotSent { id, error }),
         Err(e) => {
             let why = match e {
                 Error::Transport { cause, .. } => cause,
                 other => other.to_string(),
             };
-            return Err(format!(
-                "the reply to question {id} got no answer ({why}). It may have reached IBKR and \
-                 confirmed the order: it was NOT retried. Check list_orders before doing anything \
-                 else"
-            ));
+            return Err(ReplyError::NoAnswer { id, why });
         }
     };
     if !r.is_success() {
-        return Err(format!(
-            "the reply to question {id} was answered HTTP {}: {}",
-            r.status,
-            crate::error::ibkr_message(&r.body)
-        ));
+        return Err(ReplyError::Status {
+            id,
+            status: r.status,
+            message: crate::error::ibkr_message(&r.body),
+        });
     }
-    serde_json::from_slice(&r.body).map_err(|e| {
-        format!(
-            "IBKR accepted the reply to question {id} (HTTP {}) but its answer cannot be read \
-             ({e}). The order may have been placed: it was NOT retried. Check list_orders \
-             before doing anything else",
-            r.status
-        )
+    serde_json::from_slice(&r.body).map_err(|error| ReplyError::Unreadable {
+        id,
+        status: r.status,
+        error,
     })
 }
 
@@ -600,7 +625,12 @@ pub async fn run_chain(
         };
         answer = match reply(client, &q.id, confirmed).await {
             Ok(a) => a,
-            Err(message) => return Outcome::Failed { message, answered },
+            Err(e) => {
+                return Outcome::Failed {
+                    message: e.to_string(),
+                    answered,
+                };
+            }
         };
     }
 }
