@@ -127,11 +127,14 @@ fn take_preview_token(
     }
 }
 
-/// The gateway's answer for the audit log: status and body, account ids masked, cut to
-/// [`AUDIT_BODY_BYTES`].
-fn reply_summary(reply: &Reply) -> (u16, String) {
-    let mut body = serde_json::from_slice::<Value>(&reply.body)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&reply.body).into_owned()));
+/// The gateway's answer for the audit log: status and body (`parsed` when the caller has it),
+/// account ids masked, cut to [`AUDIT_BODY_BYTES`].
+fn reply_summary(reply: &Reply, parsed: Option<&Value>) -> (u16, String) {
+    let mut body = match parsed {
+        Some(v) => v.clone(),
+        None => serde_json::from_slice::<Value>(&reply.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&reply.body).into_owned())),
+    };
     audit::mask_accounts(&mut body);
     let mut text = body.to_string();
     if text.len() > AUDIT_BODY_BYTES {
@@ -377,17 +380,27 @@ impl IbkrServer {
             r.keep();
         }
         let decision = if reached_gateway { "sent" } else { "refused" };
+        // The 2xx body is parsed here, once, for the question check, the audit summary and
+        // the result.
+        let parsed: Option<Value> = sent
+            .outcome
+            .as_ref()
+            .ok()
+            .filter(|r| r.is_success())
+            .and_then(|r| serde_json::from_slice(&r.body).ok());
         // Only writes are audited: a read pays nothing for the summary.
         let summary = if def.read_only {
             None
         } else {
-            sent.outcome.as_ref().ok().map(reply_summary)
+            sent.outcome
+                .as_ref()
+                .ok()
+                .map(|r| reply_summary(r, parsed.as_ref()))
         };
-        let question = b
-            .asks_questions()
-            .then(|| sent.outcome.as_ref().ok().and_then(|r| r.json().ok()))
-            .flatten()
-            .filter(|v| orders::question_in(v).is_some());
+        let question = parsed
+            .as_ref()
+            .filter(|v| b.asks_questions() && orders::question_in(v).is_some())
+            .cloned();
         let mut answered = Vec::new();
         let mut response: CallToolResponse = if let Some(e) = &sent.lapsed {
             results::failure(e).into()
@@ -412,7 +425,7 @@ impl IbkrServer {
             answered = a;
             r
         } else {
-            let mut r = results::from_call(def, sent.outcome, &state.results);
+            let mut r = results::from_call(def, sent.outcome, parsed, &state.results);
             r.content.extend(
                 sent.notes
                     .iter()
@@ -868,10 +881,15 @@ mod tests {
             cached: None,
             mismatch: None,
         };
-        let (status, text) = reply_summary(&reply);
+        let (status, text) = reply_summary(&reply, None);
         assert_eq!(status, 200);
         assert!(!text.contains("U1234567"), "{}", &text[..60]);
         assert!(text.ends_with('…'));
         assert!(text.len() <= AUDIT_BODY_BYTES + '…'.len_utf8());
+        // The value the call path already parsed gives the same summary, and is not masked in
+        // place (the result still shows the account).
+        let parsed: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(reply_summary(&reply, Some(&parsed)), (status, text));
+        assert_eq!(parsed["acctId"], "U1234567");
     }
 }

@@ -28,13 +28,15 @@ pub struct Context {
     pub max_result_bytes: usize,
 }
 
-/// The result of one generated call.
+/// The result of one generated call. `parsed` is the 2xx body as JSON when the caller has
+/// already parsed it (so it is parsed once per call); `None` parses it here.
 pub fn from_call(
     def: &ToolDef,
     outcome: Result<Reply, gateway::Error>,
+    parsed: Option<Value>,
     ctx: &Context,
 ) -> CallToolResult {
-    match classify(def, outcome, ctx) {
+    match classify(def, outcome, parsed, ctx) {
         Ok((value, notes)) => success(def, value, notes, ctx.max_result_bytes),
         Err(e) => failure(&e),
     }
@@ -50,6 +52,7 @@ pub fn failure(e: &ToolError) -> CallToolResult {
 fn classify(
     def: &ToolDef,
     outcome: Result<Reply, gateway::Error>,
+    parsed: Option<Value>,
     ctx: &Context,
 ) -> Result<(Value, Vec<String>), ToolError> {
     let write = !def.read_only;
@@ -61,7 +64,11 @@ fn classify(
     let value = if reply.body.iter().all(u8::is_ascii_whitespace) {
         json!({ "status": reply.status })
     } else {
-        match serde_json::from_slice::<Value>(&reply.body) {
+        let parsed = match parsed {
+            Some(v) => Ok(v),
+            None => serde_json::from_slice::<Value>(&reply.body),
+        };
+        match parsed {
             Ok(v) => v,
             Err(_) if def.reply != ReplyKind::Json => {
                 json!({ "status": reply.status, "text": String::from_utf8_lossy(&reply.body) })
