@@ -1,6 +1,8 @@
 //! The repair pipeline on IBKR's real documents: every patch applies to the pinned document,
 //! nothing is lost, the built-in passes hold, regeneration against older and newer documents is
 //! reported (golden files), and defects of unseen kinds give a report instead of a panic.
+// These tests generate clients for documents: they need the `codegen` feature (the default).
+#![cfg(feature = "codegen")]
 
 mod common;
 
