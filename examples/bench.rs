@@ -42,16 +42,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A field of `/proc/<pid>/status` in KiB (`VmRSS`, `RssAnon`, `RssFile`).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 /// CPU time (user + system) the process has used so far, from `/proc/<pid>/stat`.
@@ -246,6 +251,9 @@ async fn main() -> Result<(), String> {
     // Let the session manager settle (first tickle, accounts) before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_kib(pid);
+    // Private memory, and pages mapped from the binary and libraries (shared, reclaimable; how
+    // many the kernel maps depends on its read-ahead and page-cache folio sizes).
+    let (anon_idle, file_idle) = (status_kib(pid, "RssAnon"), status_kib(pid, "RssFile"));
 
     // Warm up both paths (the simulator's first snapshot-like work, connection pools).
     for _ in 0..50 {
@@ -320,7 +328,8 @@ async fn main() -> Result<(), String> {
          | added by the server, p50 | {:.3} ms |\n\
          | server CPU per call, sequential / 32 sessions | {:.3} ms / {:.3} ms |\n\
          | tool calls per second, 32 concurrent MCP sessions ({load_secs} s) | {:.0} ({} errors) |\n\
-         | server RSS idle / peak under load | {:.1} MiB / {:.1} MiB |\n",
+         | server RSS idle / peak under load | {:.1} MiB / {:.1} MiB |\n\
+         | server RSS idle: private (anon) / mapped files (binary, libraries) | {:.1} MiB / {:.1} MiB |\n",
         std::env::consts::ARCH,
         std::env::consts::OS,
         ms(startup),
@@ -335,6 +344,8 @@ async fn main() -> Result<(), String> {
         errors.load(Ordering::Relaxed),
         rss_idle as f64 / 1024.0,
         rss_peak as f64 / 1024.0,
+        anon_idle as f64 / 1024.0,
+        file_idle as f64 / 1024.0,
     );
     print!("{report}");
     let _ = std::fs::create_dir_all("target");
