@@ -91,13 +91,7 @@ async fn readiness_probes_the_gateway_and_says_why_it_is_not_ready() {
         "{v}"
     );
 
-    let sim = ibkr_sim::start(
-        ibkr_sim::SimConfig::default().with_pacing(false),
-        "127.0.0.1:0".parse().unwrap(),
-        ibkr_sim::Tls::None,
-    )
-    .await
-    .unwrap();
+    let sim = common::plain_sim().await;
     let (status, _, body) = send(
         router(&sim.base_url(), None),
         get("/readyz").body(Body::empty()).unwrap(),

@@ -7,27 +7,18 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 
-use ibkr_mcp::ibkr::operations;
 use ibkr_mcp::spec::{REPAIRED_SPEC, tool_schema};
 use serde_json::Value;
 
 #[tokio::test]
 async fn every_simulated_reply_validates_against_the_repaired_document() {
     let doc: Value = serde_json::from_str(REPAIRED_SPEC).unwrap();
-    let sim = ibkr_sim::start(
-        ibkr_sim::SimConfig::default().with_pacing(false),
-        "127.0.0.1:0".parse().unwrap(),
-        ibkr_sim::Tls::None,
-    )
-    .await
-    .unwrap();
+    let sim = common::plain_sim().await;
     let root = sim.base_url().trim_end_matches("/v1/api").to_string();
     let http = reqwest::Client::new();
     let mut vars = HashMap::new();
-    let mut validated = 0;
-    let mut typed = 0;
     let mut covered = BTreeSet::new();
-    let mut failures = Vec::new();
+    let mut fit = common::DocumentFit::default();
     for example in ibkr_sim::example_requests() {
         let req = example.resolve(&vars);
         let method = reqwest::Method::from_bytes(req.method.as_bytes()).unwrap();
@@ -42,61 +33,22 @@ async fn every_simulated_reply_validates_against_the_repaired_document() {
         let body: Value = match resp.json().await {
             Ok(v) => v,
             Err(e) => {
-                failures.push(format!("{} {}: not JSON: {e}", req.method, req.path));
+                fit.failures
+                    .push(format!("{} {}: not JSON: {e}", req.method, req.path));
                 continue;
             }
         };
         example.capture(&body, &mut vars);
         if !(200..300).contains(&status) {
-            failures.push(format!(
+            fit.failures.push(format!(
                 "{} {} -> HTTP {status}: {body}",
                 req.method, req.path
             ));
             continue;
         }
         covered.insert(req.operation_id.clone());
-        match tool_schema::response_schema(&doc, &req.operation_id, Some(status)) {
-            Some(schema) => {
-                let validator = jsonschema::options()
-                    .should_validate_formats(false)
-                    .build(&schema)
-                    .unwrap_or_else(|e| {
-                        panic!("{}: schema does not compile: {e}", req.operation_id)
-                    });
-                let errors: Vec<String> = validator
-                    .iter_errors(&body)
-                    .take(3)
-                    .map(|e| format!("{} at {}", e, e.instance_path()))
-                    .collect();
-                if errors.is_empty() {
-                    validated += 1;
-                } else {
-                    failures.push(format!(
-                        "{} ({}): {}",
-                        req.path,
-                        req.operation_id,
-                        errors.join("; ")
-                    ));
-                }
-            }
-            None => {
-                // Only operations whose document describes no JSON body may skip the check.
-                assert!(
-                    tool_schema::response_schema(&doc, &req.operation_id, None).is_none(),
-                    "{}: HTTP {status} is not a documented status",
-                    req.operation_id
-                );
-            }
-        }
-        if let Some(decoded) = operations::decode_success(&req.operation_id, body.clone()) {
-            match decoded {
-                Ok(_) => typed += 1,
-                Err(e) => failures.push(format!(
-                    "{} ({}): does not fit the generated type: {e}",
-                    req.path, req.operation_id
-                )),
-            }
-        }
+        let at = format!("{} ({})", req.path, req.operation_id);
+        fit.check(&doc, &req.operation_id, status, &body, &at);
     }
     let tools: BTreeSet<String> = ibkr_mcp::mcp::catalog::all()
         .iter()
@@ -105,18 +57,21 @@ async fn every_simulated_reply_validates_against_the_repaired_document() {
         .collect();
     let missing: Vec<&String> = tools.difference(&covered).collect();
     println!(
-        "simulator conformance: {} operations answered 2xx, {validated} replies validate against \
-         the repaired document, {typed} deserialize into generated types",
-        covered.len()
+        "simulator conformance: {} operations answered 2xx, {} replies validate against \
+         the repaired document, {} deserialize into generated types",
+        covered.len(),
+        fit.validated,
+        fit.typed
     );
     assert!(
         missing.is_empty(),
         "tool operations without a 2xx example: {missing:?}"
     );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(fit.failures.is_empty(), "{}", fit.failures.join("\n"));
     assert!(
-        validated >= 90,
-        "only {validated} replies were checked against a schema"
+        fit.validated >= 90,
+        "only {} replies were checked against a schema",
+        fit.validated
     );
     sim.shutdown().await;
 }

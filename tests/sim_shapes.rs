@@ -7,29 +7,11 @@
 
 use std::time::Duration;
 
-use ibkr_mcp::ibkr::operations;
-use ibkr_mcp::spec::{REPAIRED_SPEC, tool_schema};
+use ibkr_mcp::spec::REPAIRED_SPEC;
 use ibkr_sim::{QuestionPolicy, SimHandle};
 use serde_json::{Value, json};
 
-mod common {
-    pub async fn start(config: ibkr_sim::SimConfig) -> ibkr_sim::SimHandle {
-        ibkr_sim::start(config, "127.0.0.1:0".parse().unwrap(), ibkr_sim::Tls::None)
-            .await
-            .expect("simulator starts")
-    }
-
-    pub fn unpaced() -> ibkr_sim::SimConfig {
-        ibkr_sim::SimConfig::default().with_pacing(false)
-    }
-
-    pub fn client() -> reqwest::Client {
-        reqwest::Client::builder()
-            .timeout(super::Duration::from_secs(20))
-            .build()
-            .expect("client builds")
-    }
-}
+mod common;
 
 struct Recorder<'a> {
     sim: &'a SimHandle,
@@ -61,52 +43,25 @@ impl Recorder<'_> {
     /// Checks every recorded answer against the repaired document and the generated types.
     fn check_against_the_document(&self) {
         let doc: Value = serde_json::from_str(REPAIRED_SPEC).unwrap();
-        let mut failures = Vec::new();
-        let mut validated = 0;
-        let mut typed = 0;
+        let mut fit = common::DocumentFit::default();
         for line in &self.lines {
             let op = line["operation_id"].as_str().unwrap();
             let status = line["status"].as_u64().unwrap() as u16;
-            let body = &line["body"];
-            let where_ = format!("{op} {} {}", line["method"], line["path"]);
-            match tool_schema::response_schema(&doc, op, Some(status)) {
-                Some(schema) => {
-                    let validator = jsonschema::options()
-                        .should_validate_formats(false)
-                        .build(&schema)
-                        .unwrap_or_else(|e| panic!("{op}: schema does not compile: {e}"));
-                    let errors: Vec<String> = validator
-                        .iter_errors(body)
-                        .take(3)
-                        .map(|e| format!("{} at {}", e, e.instance_path()))
-                        .collect();
-                    if errors.is_empty() {
-                        validated += 1;
-                    } else {
-                        failures.push(format!("{where_}: {}", errors.join("; ")));
-                    }
-                }
-                None => assert!(
-                    tool_schema::response_schema(&doc, op, None).is_none(),
-                    "{where_}: HTTP {status} is not a documented status"
-                ),
-            }
-            if let Some(decoded) = operations::decode_success(op, body.clone()) {
-                match decoded {
-                    Ok(_) => typed += 1,
-                    Err(e) => failures.push(format!("{where_}: not the generated type: {e}")),
-                }
-            }
+            let at = format!("{op} {} {}", line["method"], line["path"]);
+            fit.check(&doc, op, status, &line["body"], &at);
         }
         println!(
-            "broad scenario: {} answers, {validated} validate against the repaired document, \
-             {typed} deserialize into generated types",
-            self.lines.len()
+            "broad scenario: {} answers, {} validate against the repaired document, \
+             {} deserialize into generated types",
+            self.lines.len(),
+            fit.validated,
+            fit.typed
         );
-        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        assert!(fit.failures.is_empty(), "{}", fit.failures.join("\n"));
         assert!(
-            validated * 10 >= self.lines.len() * 9,
-            "only {validated} of {} answers were checked against a schema",
+            fit.validated * 10 >= self.lines.len() * 9,
+            "only {} of {} answers were checked against a schema",
+            fit.validated,
             self.lines.len()
         );
     }
@@ -114,10 +69,13 @@ impl Recorder<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broad_scenario_answers_fit_the_repaired_document() {
-    let sim = common::start(common::unpaced()).await;
+    let sim = common::plain_sim().await;
     let mut r = Recorder {
         sim: &sim,
-        client: common::client(),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client builds"),
         lines: Vec::new(),
     };
     let acct = "DU1234567";

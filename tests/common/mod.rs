@@ -259,3 +259,74 @@ pub async fn paper_login(gateway: &httpmock::MockServer, accounts: &[&str], pape
         })
         .await;
 }
+
+/// Starts a plain-HTTP simulator with pacing off on a free loopback port.
+pub async fn plain_sim() -> ibkr_sim::SimHandle {
+    ibkr_sim::start(
+        ibkr_sim::SimConfig::default().with_pacing(false),
+        "127.0.0.1:0".parse().unwrap(),
+        ibkr_sim::Tls::None,
+    )
+    .await
+    .expect("simulator starts")
+}
+
+/// What checking answers against the repaired document found.
+#[derive(Debug, Default)]
+pub struct DocumentFit {
+    /// Answers that validate against their documented response schema.
+    pub validated: usize,
+    /// Answers that deserialize into their generated type.
+    pub typed: usize,
+    /// What did not fit, one line each.
+    pub failures: Vec<String>,
+}
+
+impl DocumentFit {
+    /// Checks the 2xx answer `body` of `operation_id` (HTTP `status`) against `doc`'s response
+    /// schema for that status and against the generated type; `at` names the request in
+    /// failures. An operation whose document describes no JSON body for any status is only
+    /// type-checked; an undocumented status of a described operation fails the test.
+    pub fn check(
+        &mut self,
+        doc: &serde_json::Value,
+        operation_id: &str,
+        status: u16,
+        body: &serde_json::Value,
+        at: &str,
+    ) {
+        use ibkr_mcp::spec::tool_schema::response_schema;
+        match response_schema(doc, operation_id, Some(status)) {
+            Some(schema) => {
+                let validator = jsonschema::options()
+                    .should_validate_formats(false)
+                    .build(&schema)
+                    .unwrap_or_else(|e| panic!("{operation_id}: schema does not compile: {e}"));
+                let errors: Vec<String> = validator
+                    .iter_errors(body)
+                    .take(3)
+                    .map(|e| format!("{} at {}", e, e.instance_path()))
+                    .collect();
+                if errors.is_empty() {
+                    self.validated += 1;
+                } else {
+                    self.failures.push(format!("{at}: {}", errors.join("; ")));
+                }
+            }
+            None => assert!(
+                response_schema(doc, operation_id, None).is_none(),
+                "{at}: HTTP {status} is not a documented status of {operation_id}"
+            ),
+        }
+        if let Some(decoded) =
+            ibkr_mcp::ibkr::operations::decode_success(operation_id, body.clone())
+        {
+            match decoded {
+                Ok(_) => self.typed += 1,
+                Err(e) => self
+                    .failures
+                    .push(format!("{at}: does not fit the generated type: {e}")),
+            }
+        }
+    }
+}
