@@ -38,7 +38,6 @@ import json
 import os
 import re
 import sys
-import tomllib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -594,8 +593,12 @@ def run(doc, samples, verbose=False, max_problems=3, out=print, show_schema=Fals
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    with open(os.path.join(REPO, "spec", "ibkr-openapi.lock"), "rb") as f:
-        pinned = tomllib.load(f)["version"]
+    # spec/ibkr-openapi.lock holds the pin (a `version = "X.Y.Z"` line); no TOML parser needed.
+    with open(os.path.join(REPO, "spec", "ibkr-openapi.lock"), encoding="utf-8") as f:
+        found = re.search(r'^\s*version\s*=\s*"([^"]+)"', f.read(), re.M)
+    if not found:
+        sys.exit("cannot read the pinned version from spec/ibkr-openapi.lock")
+    pinned = found.group(1)
     ap.add_argument("--spec", default=os.path.join(SHARED, "ibkr-spec", pinned, "openapi.json"))
     ap.add_argument("--patches", default=os.path.join(REPO, "patches"))
     ap.add_argument("--no-patches", action="store_true")

@@ -79,7 +79,7 @@ pub fn report_for_file(
     })
 }
 
-/// Renders a report (as JSON: the build's embedded one, or [`Report`] serialized) as text.
+/// Renders a report (as JSON: the build's embedded one, or a `Report` serialized) as text.
 pub fn render_report(report: &serde_json::Value) -> String {
     use serde_json::Value;
     let mut s = String::new();

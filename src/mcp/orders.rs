@@ -640,6 +640,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn reply_errors_tell_the_model_what_happened_and_what_to_do() {
+        let id = || "q-1".to_string();
+        let not_sent = ReplyError::NotSent {
+            id: id(),
+            error: crate::ibkr::gateway::Error::Internal("boom".into()),
+        };
+        assert_eq!(
+            not_sent.to_string(),
+            format!(
+                "the reply to question q-1 was not sent ({}); the order is not confirmed",
+                crate::ibkr::gateway::Error::Internal("boom".into())
+            )
+        );
+        let no_answer = ReplyError::NoAnswer {
+            id: id(),
+            why: "timed out".into(),
+        };
+        assert_eq!(
+            no_answer.to_string(),
+            "the reply to question q-1 got no answer (timed out). It may have reached IBKR and \
+             confirmed the order: it was NOT retried. Check list_orders before doing anything else"
+        );
+        let status = ReplyError::Status {
+            id: id(),
+            status: 500,
+            message: "oops".into(),
+        };
+        assert_eq!(
+            status.to_string(),
+            "the reply to question q-1 was answered HTTP 500: oops"
+        );
+        let unreadable = ReplyError::Unreadable {
+            id: id(),
+            status: 200,
+            error: serde_json::from_str::<Value>("<html>").unwrap_err(),
+        };
+        let text = unreadable.to_string();
+        assert!(
+            text.starts_with(
+                "IBKR accepted the reply to question q-1 (HTTP 200) but its answer cannot be read ("
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "). The order may have been placed: it was NOT retried. Check list_orders before \
+                 doing anything else"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn questions_are_told_apart_from_confirmations() {
         let q = json!([{"id": "abc", "message": ["line 1", "line 2"], "isSuppressed": false, "messageIds": ["o163"]}]);
         assert_eq!(

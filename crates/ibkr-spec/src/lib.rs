@@ -6,8 +6,8 @@
 //! - [`tool_schema`]: OpenAPI 3.0 parameters and bodies as JSON Schema 2020-12 tool inputs;
 //! - [`model`]: the MCP tool model the server runs on (`spec/tools.toml`, `spec/internal.toml`,
 //!   and the typed table the build writes);
-//! - with the `codegen` feature, [`generate`] (progenitor, one operation at a time when it has
-//!   to be) and [`toolgen`] (the tool table joined from the allowlist, the document and the
+//! - with the `codegen` feature, `generate` (progenitor, one operation at a time when it has
+//!   to be) and `toolgen` (the tool table joined from the allowlist, the document and the
 //!   generated client).
 //!
 //! Nothing here panics on a document: every defect becomes a report entry.

@@ -3,8 +3,9 @@
 //!
 //! Feature `codegen`: used by `build.rs`. For every allowlisted operation that the client
 //! generated, it records what the MCP layer needs (a [`ToolDef`]): the tool's name, toolset,
-//! annotations and description, its input schema (from [`crate::tool_schema`]), a tolerant output schema, and how each argument
-//! maps onto a setter of progenitor's builder and the Rust type that setter takes. `build.rs`
+//! annotations and description, its input schema (from [`crate::tool_schema`]), a tolerant
+//! output schema, and how each argument maps onto a setter of progenitor's builder and the Rust
+//! type that setter takes. `build.rs`
 //! turns the table into data (`tools.json`) and into an invocation of the `ibkr_tools!` macro
 //! (`tool_specs.rs`), so a tool whose operation, setter or type does not exist in the generated
 //! client is a compile error, and an allowlisted operation missing from a document is reported,
