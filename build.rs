@@ -192,8 +192,9 @@ fn operations_table(g: &generate::Generation) -> String {
          -> Option<Result<serde_json::Value, serde_json::Error>> {\n    match operation_id {\n",
     );
     for op in &g.generated {
-        let untyped = ["()", "ByteStream", "Upgraded"];
-        if untyped.iter().any(|u| op.response_type.ends_with(u)) {
+        if ibkr_spec::model::ReplyKind::of_response_type(&op.response_type)
+            != ibkr_spec::model::ReplyKind::Json
+        {
             continue;
         }
         let rust_type = op

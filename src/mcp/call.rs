@@ -97,6 +97,9 @@ struct Authorized<'a> {
 /// What the send stage brought back.
 struct Sent {
     outcome: Result<Reply, gateway::Error>,
+    /// The 2xx body of `outcome` as JSON, parsed once for every later use (`None` for any
+    /// other outcome, or a body that is not JSON).
+    parsed: Option<Value>,
     /// A lapsed session the call could not recover from.
     lapsed: Option<ToolError>,
     notes: Vec<String>,
@@ -339,9 +342,13 @@ impl IbkrServer {
         }
         let mut notes = Vec::new();
         let (mut outcome, lapsed) = self.send_recovering(def, args, &mut notes).await;
-        if b.snapshot {
-            self.warm_up(def, args, &mut outcome, &mut notes).await;
-        }
+        // The 2xx body is parsed here, once, for the question check, the audit summary and the
+        // result; the snapshot warm-up has already parsed its final answer.
+        let parsed = if b.snapshot {
+            self.warm_up(def, args, &mut outcome, &mut notes).await
+        } else {
+            outcome.as_ref().ok().and_then(|r| r.json().ok())
+        };
         if let Some(session) = &self.state.session {
             if let Err(gateway::Error::Transport {
                 kind: gateway::TransportKind::Connect,
@@ -357,6 +364,7 @@ impl IbkrServer {
         }
         Sent {
             outcome,
+            parsed,
             lapsed,
             notes,
         }
@@ -380,14 +388,7 @@ impl IbkrServer {
             r.keep();
         }
         let decision = if reached_gateway { "sent" } else { "refused" };
-        // The 2xx body is parsed here, once, for the question check, the audit summary and
-        // the result.
-        let parsed: Option<Value> = sent
-            .outcome
-            .as_ref()
-            .ok()
-            .filter(|r| r.is_success())
-            .and_then(|r| serde_json::from_slice(&r.body).ok());
+        let parsed = sent.parsed;
         // Only writes are audited: a read pays nothing for the summary.
         let summary = if def.read_only {
             None
@@ -760,21 +761,20 @@ impl IbkrServer {
     }
 
     /// Asks again while requested contracts have no values yet, within `--snapshot-wait`.
+    /// Returns the final `outcome`'s 2xx body as JSON (`None` when it has none).
     async fn warm_up(
         &self,
         def: &'static ToolDef,
         args: &serde_json::Map<String, serde_json::Value>,
         outcome: &mut Result<Reply, gateway::Error>,
         notes: &mut Vec<String>,
-    ) {
+    ) -> Option<Value> {
         let fields = quotes::requested(args);
         let asked = quotes::conids(args);
         let started = std::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(150);
         loop {
-            let Some(reply) = outcome.as_ref().ok().and_then(|r| r.json().ok()) else {
-                return;
-            };
+            let reply = outcome.as_ref().ok().and_then(|r| r.json().ok())?;
             let cold = quotes::cold(&reply, &asked, &fields);
             if let Some(session) = &self.state.session {
                 for c in asked.iter().filter(|c| !cold.contains(c)) {
@@ -783,7 +783,7 @@ impl IbkrServer {
             }
             if cold.is_empty() {
                 notes.extend(quotes::availability_notes(&reply));
-                return;
+                return Some(reply);
             }
             if started.elapsed() + pause > self.state.snapshot_wait {
                 notes.extend(quotes::availability_notes(&reply));
@@ -794,13 +794,13 @@ impl IbkrServer {
                     cold.join(", "),
                     started.elapsed().as_secs_f64()
                 ));
-                return;
+                return Some(reply);
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(std::time::Duration::from_secs(1));
             *outcome = self.send(def, args).await;
             if !outcome.as_ref().is_ok_and(Reply::is_success) {
-                return;
+                return None;
             }
         }
     }

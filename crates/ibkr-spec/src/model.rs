@@ -81,13 +81,13 @@ pub enum ArgLocation {
 }
 
 impl ArgLocation {
-    /// From an OpenAPI parameter's `in` (`path`, `query`, `header`; `cookie` is not sent).
+    /// From an OpenAPI 3 parameter's `in` (`path`, `query`, `header`); `cookie` is not sent.
+    /// The body is not a parameter: it is the argument named `body`.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "path" => ArgLocation::Path,
             "query" => ArgLocation::Query,
             "header" => ArgLocation::Header,
-            "body" => ArgLocation::Body,
             _ => return None,
         })
     }
@@ -285,6 +285,7 @@ mod tests {
         }
         assert_eq!(Method::parse("FETCH"), None);
         assert_eq!(ArgLocation::parse("cookie"), None);
+        assert_eq!(ArgLocation::parse("body"), None);
         assert_eq!(
             serde_json::to_value(ArgLocation::Body).unwrap(),
             serde_json::json!("body")
