@@ -13,6 +13,7 @@ pub mod halt;
 pub mod orders;
 pub mod quotes;
 pub mod results;
+pub mod tasks;
 
 use std::sync::Arc;
 
@@ -62,6 +63,8 @@ pub struct ServerState {
     pub take_over_competing: bool,
     /// Where write attempts are recorded.
     pub audit: std::sync::Arc<audit::AuditLog>,
+    /// What the task tools remember: symbols resolved to conids, the login's accounts.
+    pub tasks: tasks::Cache,
 }
 
 impl ServerState {
@@ -101,6 +104,15 @@ impl ServerState {
                 "then retry."
             }
         ));
+        if has("get_price_snapshot") {
+            line(
+                "Prefer the task tools (get_account_summary, get_account_positions, \
+                 get_account_orders, get_account_trades, get_price_snapshot, get_price_history, \
+                 search_contracts): they take symbols as a person writes them (AAPL, SPY@ARCA, ES \
+                 Mar27, AAPL 2027-01-15 200 C) and answer with named numbers in one call."
+                    .into(),
+            );
+        }
         if has("list_accounts") {
             line(
                 "Call list_accounts first, once per session: it gives the account ids and \
@@ -308,12 +320,18 @@ impl IbkrServer {
         def: &'static ToolDef,
         arguments: Option<rmcp::model::JsonObject>,
     ) -> rmcp::model::CallToolResult {
-        if let Err(problems) = args::prepare(def, arguments) {
-            return results::failure(&ToolError::InvalidArguments {
-                tool: def.name.clone(),
-                problems,
-                usage: results::usage(def),
-            });
+        let args = match args::prepare(def, arguments) {
+            Ok(args) => args,
+            Err(problems) => {
+                return results::failure(&ToolError::InvalidArguments {
+                    tool: def.name.clone(),
+                    problems,
+                    usage: results::usage(def),
+                });
+            }
+        };
+        if tasks::is_task(def) {
+            return Box::pin(self.task(def, args)).await;
         }
         match def.name.as_str() {
             catalog::SESSION_STATUS_TOOL => results::success(

@@ -138,6 +138,7 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
             max_result_bytes: cfg.max_result_bytes,
         },
         allow_trading: cfg.allow_trading,
+        tasks: crate::mcp::tasks::Cache::default(),
     })
 }
 

@@ -40,7 +40,10 @@ async fn full_account_ids_stay_out_of_the_default_log() {
         &["--allow-trading", "--read-retries", "0"],
     );
     for (tool, a) in [
-        ("get_account_summary", json!({"accountId": "DU1234567"})),
+        (
+            "get_brokerage_account_summary",
+            json!({"accountId": "DU1234567"}),
+        ),
         (
             "list_positions",
             json!({"accountId": "U7654321", "pageId": 0}),

@@ -85,7 +85,7 @@ async fn a_tool_call_recovers_a_lapsed_session_itself() {
     let r = s
         .server
         .call(
-            "get_account_summary",
+            "get_brokerage_account_summary",
             args(json!({"accountId": "DU1234567"})),
         )
         .await
@@ -451,7 +451,7 @@ async fn the_first_read_after_a_lapsed_session_answers_instead_of_asking_for_a_l
     let r = s
         .server
         .call(
-            "get_account_summary",
+            "get_brokerage_account_summary",
             args(json!({"accountId": "DU1234567"})),
         )
         .await

@@ -130,7 +130,7 @@ fn required(name: &str) -> Vec<String> {
 #[test]
 fn schema_traps_found_by_using_the_server_are_gone() {
     // Required arguments that were optional, so calls without them reached the gateway.
-    assert!(required("search_contracts").contains(&"symbol".to_string()));
+    assert!(required("search_secdef").contains(&"symbol".to_string()));
     assert!(required("get_secdef_info").contains(&"conid".to_string()));
     // The order ticket says where a stop price goes, and which order types exist.
     let order = &tool("place_orders").input_schema["properties"]["body"]["properties"]["orders"]["items"]

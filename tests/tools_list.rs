@@ -163,6 +163,22 @@ fn tools_list_payload_size_is_reported_and_within_budget() {
         ));
         sizes.push(tokens);
     }
+    // What each tool of the default toolsets costs, largest first.
+    let inv = inventory(Filter::default());
+    let mut each: Vec<(usize, String)> = inv
+        .mcp_tools()
+        .into_iter()
+        .map(|t| {
+            let n = bpe
+                .encode_with_special_tokens(&serde_json::to_string(&t).unwrap())
+                .len();
+            (n, t.name.to_string())
+        })
+        .collect();
+    each.sort_by(|a, b| b.cmp(a));
+    for (n, name) in each {
+        report.push_str(&format!("  {name}: {n} tokens\n"));
+    }
     println!("{report}");
     std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).unwrap();
     std::fs::write(

@@ -41,6 +41,18 @@ pub fn number(v: &Value) -> Option<f64> {
     }
 }
 
+/// A price or strike as IBKR writes it in a request: `200`, `192.5`, never `200.0` or an
+/// exponent.
+pub fn plain_number(x: f64) -> String {
+    let s = format!("{:.8}", x);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
 /// The strings of a JSON array (`["o163", "o451"]`); empty for anything else.
 pub fn string_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
@@ -147,5 +159,8 @@ mod tests {
         assert_eq!(number(&json!("1,234.5")), Some(1234.5));
         assert_eq!(number(&json!("")), None);
         assert_eq!(number(&json!(null)), None);
+        assert_eq!(plain_number(200.0), "200");
+        assert_eq!(plain_number(192.5), "192.5");
+        assert_eq!(plain_number(0.05), "0.05");
     }
 }

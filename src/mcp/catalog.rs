@@ -32,6 +32,11 @@ pub struct Toolset {
 /// Every toolset, in the order they are documented.
 pub const TOOLSETS: &[Toolset] = &[
     Toolset {
+        id: super::tasks::TOOLSET,
+        description: "What a trader asks, one call each: account overview, positions, orders, trades, quotes by symbol, price history, contract search",
+        default: true,
+    },
+    Toolset {
         id: "session",
         description: "Gateway and brokerage session: auth status, keep-alive, re-authentication",
         default: true,
@@ -105,9 +110,11 @@ pub fn all() -> &'static [ToolDef] {
 /// The name of the session status tool.
 pub const SESSION_STATUS_TOOL: &str = "get_session_status";
 
-/// Tools the server answers itself, without a gateway operation (their `operation_id` is empty).
+/// Tools the server answers itself, without a gateway operation (their `operation_id` is empty):
+/// the session status and the task tools.
 pub fn server_tools() -> Vec<ToolDef> {
-    vec![ToolDef {
+    let mut tools = super::tasks::defs();
+    tools.push(ToolDef {
         name: SESSION_STATUS_TOOL.into(),
         operation_id: String::new(),
         method: None,
@@ -134,7 +141,8 @@ pub fn server_tools() -> Vec<ToolDef> {
         rust_method: String::new(),
         response_type: String::new(),
         reply: ReplyKind::Json,
-    }]
+    });
+    tools
 }
 
 /// Whether the server answers `def` itself.

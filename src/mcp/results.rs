@@ -140,7 +140,7 @@ pub fn from_value(
 }
 
 /// The error for a call that brought back no reply.
-fn call_error(def: &ToolDef, e: gateway::Error, ctx: &Context) -> ToolError {
+pub(crate) fn call_error(def: &ToolDef, e: gateway::Error, ctx: &Context) -> ToolError {
     use crate::ibkr::hooks::Refusal;
     use gateway::Error as E;
     let write = !def.read_only;

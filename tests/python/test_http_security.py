@@ -144,13 +144,13 @@ def test_no_secret_reaches_logs_or_results(start_server, gateway):
             async with ClientSession(read, write) as s:
                 await s.initialize()
                 a = await s.call_tool("list_accounts", {})
-                b = await s.call_tool("get_account_summary", {"accountId": "DU1234567"})
+                b = await s.call_tool("get_brokerage_account_summary", {"accountId": "DU1234567"})
                 return a, b
 
     a, b = anyio.run(go)
     post(server.url, headers={"Authorization": "Bearer wrong-token"})  # a refused attempt, logged
     log = server.log()
-    assert "get_account_summary" in log, log[-2000:]  # the log did capture the calls
+    assert "get_brokerage_account_summary" in log, log[-2000:]  # the log did capture the calls
     for secret in [TOKEN, "c00k1e-s3cr3t-v4lue", "DU1234567"]:
         assert secret not in log, f"{secret!r} leaked into the log"
     for r in (a, b):

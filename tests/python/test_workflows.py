@@ -48,7 +48,7 @@ def test_find_quote_and_read_the_portfolio(start_server, sim):
 
     async def go(s):
         accounts = ok(await s.call_tool("list_accounts", {}))
-        found = items(await s.call_tool("search_contracts", {"symbol": "AAPL"}))
+        found = items(await s.call_tool("search_secdef", {"symbol": "AAPL"}))
         conid = found[0]["conid"]
         quote = items(await s.call_tool("get_market_data_snapshot", {"conids": str(conid), "fields": "31,84,86,55"}))
         positions = items(await s.call_tool("list_positions", {"accountId": ACCOUNT, "pageId": "0"}))

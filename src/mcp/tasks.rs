@@ -1,0 +1,303 @@
+//! Task tools: what a trader asks, answered in one call each.
+//!
+//! The generated tools mirror IBKR's endpoints; these take what a person says (a symbol, an
+//! account, "a month of daily bars") and answer with named fields, numbers as JSON numbers and
+//! times in ISO 8601 with the zone. They use the names of IBKR's own hosted MCP server where
+//! the function matches (`get_account_summary`, `get_price_snapshot`, ...).
+//!
+//! Every gateway request they make is an operation of `spec/internal.toml`, sent through
+//! [`crate::ibkr::gateway::call`] with the arguments checked against that operation's tool
+//! schema and the client's path and pacing guards, exactly as a model's call of the generated
+//! tool would be. So a task tool reaches nothing a generated tool could not, and an argument
+//! cannot change which endpoint or account a request goes to: accounts are checked against
+//! the login's own, symbols become conids through IBKR's search, and everything else is an
+//! enumerated choice.
+
+mod account;
+mod market;
+mod symbols;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use rmcp::model::CallToolResult;
+use serde_json::{Map, Value, json};
+
+use super::IbkrServer;
+use super::catalog::{ArgLocation, ReplyKind, ToolArg, ToolDef};
+use super::results;
+use crate::error::ToolError;
+use crate::ibkr::LookupError;
+
+/// The toolset of the task tools.
+pub const TOOLSET: &str = "tasks";
+
+/// What the task tools remember between calls, shared by the server's sessions.
+#[derive(Debug, Default)]
+pub struct Cache {
+    symbols: symbols::SymbolCache,
+    accounts: account::AccountList,
+}
+
+/// What a task tool answers: a JSON object and notes for the model.
+#[derive(Debug, Default)]
+pub(crate) struct Answer {
+    value: Value,
+    notes: Vec<String>,
+}
+
+impl Answer {
+    fn new(value: Value) -> Self {
+        Self {
+            value,
+            notes: Vec::new(),
+        }
+    }
+}
+
+type TaskFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, ToolError>> + Send + 'a>>;
+
+/// A task tool's definition: its MCP face, and its handler.
+struct Task {
+    name: &'static str,
+    description: &'static str,
+    input: Value,
+    output: Value,
+    run: for<'a> fn(&'a Ctx<'a>) -> TaskFuture<'a>,
+}
+
+/// What a running task has: the server, its definition and its checked arguments.
+pub(crate) struct Ctx<'a> {
+    server: &'a IbkrServer,
+    def: &'static ToolDef,
+    args: &'a Map<String, Value>,
+}
+
+impl Ctx<'_> {
+    fn client(&self) -> &crate::ibkr::Client {
+        &self.server.state.client
+    }
+
+    fn str_arg(&self, name: &str) -> Option<&str> {
+        self.args.get(name).and_then(Value::as_str)
+    }
+
+    /// A request the task made failed: the error the model sees.
+    fn lookup(&self, e: LookupError) -> ToolError {
+        let what = e.what.clone();
+        match results::call_error(self.def, e.error, &self.server.state.results) {
+            ToolError::Rejected { status, message } if !what.is_empty() => ToolError::Rejected {
+                status,
+                message: format!("{what}: {message}"),
+            },
+            ToolError::InvalidArguments { problems, .. } => ToolError::Internal(format!(
+                "{what}: the server built a request IBKR's document refuses ({})",
+                problems.join("; ")
+            )),
+            other => other,
+        }
+    }
+
+    /// An argument the model can fix.
+    fn invalid(&self, problem: impl Into<String>) -> ToolError {
+        ToolError::InvalidArguments {
+            tool: self.def.name.clone(),
+            problems: vec![problem.into()],
+            usage: results::usage(self.def),
+        }
+    }
+}
+
+fn tasks() -> Vec<Task> {
+    let mut t = account::tasks();
+    t.extend(market::tasks());
+    t
+}
+
+/// The task tools' definitions, for the catalog.
+pub fn defs() -> Vec<ToolDef> {
+    tasks().into_iter().map(to_def).collect()
+}
+
+fn to_def(t: Task) -> ToolDef {
+    let required: Vec<&str> = t.input["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let args = t.input["properties"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, _)| ToolArg {
+            name: name.clone(),
+            // Nothing of a task's arguments is coerced: they are the server's own, not a URL's.
+            location: ArgLocation::Body,
+            required: required.contains(&name.as_str()),
+            setter: String::new(),
+            rust_type: String::new(),
+        })
+        .collect();
+    let mut input = t.input;
+    if input.get("additionalProperties").is_none() {
+        input["additionalProperties"] = json!(false);
+    }
+    ToolDef {
+        name: t.name.into(),
+        operation_id: String::new(),
+        method: None,
+        path: String::new(),
+        toolset: TOOLSET.into(),
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+        open_world: true,
+        description: t.description.into(),
+        input_schema: input,
+        output_schema: Some(t.output),
+        args,
+        rust_method: String::new(),
+        response_type: String::new(),
+        reply: ReplyKind::Json,
+    }
+}
+
+/// Whether `def` is a task tool.
+pub fn is_task(def: &ToolDef) -> bool {
+    def.toolset == TOOLSET && def.operation_id.is_empty()
+}
+
+impl IbkrServer {
+    /// Runs task tool `def` with arguments already checked against its input schema. A
+    /// brokerage session that lapsed under it is re-opened and the task run once more (task
+    /// tools only read).
+    pub(super) async fn task(
+        &self,
+        def: &'static ToolDef,
+        args: Map<String, Value>,
+    ) -> CallToolResult {
+        let Some(task) = tasks().into_iter().find(|t| t.name == def.name) else {
+            return results::failure(&ToolError::Internal(format!(
+                "task tool `{}` has no handler",
+                def.name
+            )));
+        };
+        let ctx = Ctx {
+            server: self,
+            def,
+            args: &args,
+        };
+        let mut outcome = self.task_session().await;
+        if outcome.is_ok() {
+            outcome = (task.run)(&ctx).await;
+        }
+        if let (Err(ToolError::NotAuthenticated { .. }), Some(session)) =
+            (&outcome, &self.state.session)
+        {
+            session.saw_unauthorized();
+            outcome = match session.ensure_ready(true).await {
+                Ok(()) => (task.run)(&ctx).await,
+                Err(p) => Err(self.session_error(p)),
+            };
+        }
+        match outcome {
+            Ok(a) => results::success(def, a.value, a.notes, self.state.results.max_result_bytes),
+            Err(e) => results::failure(&e),
+        }
+    }
+
+    /// Task tools use the brokerage session and the login's accounts.
+    async fn task_session(&self) -> Result<Answer, ToolError> {
+        if let Some(session) = &self.state.session {
+            session
+                .ensure_ready(true)
+                .await
+                .map_err(|p| self.session_error(p))?;
+        }
+        Ok(Answer::default())
+    }
+}
+
+/// Milliseconds since the epoch as ISO 8601 in UTC (`2026-12-03T14:30:00Z`).
+fn iso_ms(ms: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// A number the gateway sent as a number or text, as a JSON number (or null).
+fn num(v: Option<&Value>) -> Value {
+    v.and_then(crate::ibkr::market::number)
+        .map_or(Value::Null, |x| json!(round(x)))
+}
+
+/// Rounds away binary noise (`0.1 + 0.2`) without losing a price's ticks.
+fn round(x: f64) -> f64 {
+    (x * 1e8).round() / 1e8
+}
+
+/// Text or null.
+fn text(v: Option<&Value>) -> Value {
+    match v {
+        Some(Value::String(s)) if !s.trim().is_empty() => Value::String(s.trim().to_string()),
+        Some(Value::Number(n)) => Value::String(n.to_string()),
+        _ => Value::Null,
+    }
+}
+
+/// The JSON Schema of a nullable number, string or integer.
+fn nullable(ty: &str) -> Value {
+    json!({ "type": [ty, "null"] })
+}
+
+/// An output schema: an object with `props`, each listed in `required`.
+fn object(props: &[(&str, Value)]) -> Value {
+    let mut o = row(props);
+    let names: Vec<&str> = props.iter().map(|(n, _)| *n).collect();
+    o["required"] = json!(names);
+    o
+}
+
+/// The schema of a result row: an object with `props` (always present in what the server
+/// sends; not listed as required, to keep what every conversation pays for small).
+fn row(props: &[(&str, Value)]) -> Value {
+    let props: Map<String, Value> = props
+        .iter()
+        .map(|(n, s)| ((*n).to_string(), s.clone()))
+        .collect();
+    json!({ "type": "object", "properties": props })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_tool_has_a_closed_input_and_a_real_output_schema() {
+        let defs = defs();
+        assert!(defs.len() >= 7, "{} task tools", defs.len());
+        for d in &defs {
+            assert_eq!(d.input_schema["additionalProperties"], false, "{}", d.name);
+            let out = d.output_schema.as_ref().unwrap();
+            assert!(
+                out["properties"].as_object().is_some_and(|p| !p.is_empty()),
+                "{} output schema has no properties",
+                d.name
+            );
+            jsonschema::validator_for(&d.input_schema).unwrap();
+            jsonschema::validator_for(out).unwrap();
+        }
+    }
+
+    #[test]
+    fn times_are_iso_with_the_zone_and_numbers_are_numbers() {
+        assert_eq!(
+            iso_ms(1_669_645_800_000).as_deref(),
+            Some("2022-11-28T14:30:00Z")
+        );
+        assert_eq!(num(Some(&json!("C189.10"))), json!(189.1));
+        assert_eq!(num(Some(&json!(""))), Value::Null);
+        assert_eq!(num(None), Value::Null);
+        assert_eq!(text(Some(&json!(" AAPL "))), json!("AAPL"));
+    }
+}

@@ -1,0 +1,528 @@
+//! Accounts: the overview, positions, open orders and recent trades.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use super::{Answer, Ctx, Task, iso_ms, nullable, num, object, row, text};
+use crate::error::ToolError;
+use crate::ibkr::gateway::{self, ops};
+use crate::ibkr::market::number;
+
+/// Order statuses after which nothing more happens to an order.
+const DONE: &[&str] = &["filled", "cancelled", "inactive", "apicancelled", "expired"];
+/// Positions pages IBKR sends (100 positions each) that a call reads at most.
+const MAX_PAGES: usize = 10;
+
+pub(super) fn tasks() -> Vec<Task> {
+    let account = json!({ "type": "string", "description": "One account id; default: every account of the login" });
+    let money = || nullable("number");
+    vec![
+        Task {
+            name: "get_account_summary",
+            description: "Account overview for every account of the login (or one): net \
+                          liquidation value, cash, buying power, available funds, excess \
+                          liquidity, gross position value, margin requirements, and today's and \
+                          unrealized P&L. Amounts are numbers in the account's currency.",
+            input: json!({ "type": "object", "properties": { "account": account } }),
+            output: object(&[(
+                "accounts",
+                json!({ "type": "array", "items": row(&[
+                    ("account", json!({ "type": "string" })),
+                    ("currency", nullable("string")),
+                    ("net_liquidation", money()),
+                    ("cash", money()),
+                    ("buying_power", money()),
+                    ("available_funds", money()),
+                    ("excess_liquidity", money()),
+                    ("gross_position_value", money()),
+                    ("init_margin", money()),
+                    ("maint_margin", money()),
+                    ("daily_pnl", money()),
+                    ("unrealized_pnl", money()),
+                ]) }),
+            )]),
+            run: |c| Box::pin(summary(c)),
+        },
+        Task {
+            name: "get_account_positions",
+            description: "Positions of every account of the login (or one), largest first: \
+                          symbol, asset class, quantity, price, market value, average price, \
+                          unrealized and realized P&L. For futures, market_value is what the \
+                          position adds to net liquidation (its unrealized P&L) and notional is \
+                          quantity x price x multiplier.",
+            input: json!({ "type": "object", "properties": {
+                "account": account,
+                "limit": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50,
+                           "description": "Most positions returned" },
+            } }),
+            output: object(&[
+                (
+                    "positions",
+                    json!({ "type": "array", "items": row(&[
+                    ("account", json!({ "type": "string" })),
+                    ("symbol", nullable("string")),
+                    ("contract", nullable("string")),
+                    ("asset_class", nullable("string")),
+                    ("conid", json!({ "type": "integer" })),
+                    ("quantity", money()),
+                    ("price", money()),
+                    ("market_value", money()),
+                    ("notional", money()),
+                    ("avg_price", money()),
+                    ("unrealized_pnl", money()),
+                    ("realized_pnl", money()),
+                    ("currency", nullable("string")),
+                ]) }),
+                ),
+                ("total", json!({ "type": "integer" })),
+            ]),
+            run: |c| Box::pin(positions(c)),
+        },
+        Task {
+            name: "get_account_orders",
+            description: "Orders of the login's accounts (or one): working ones by default, or \
+                          all of today's. Each with id, symbol, side, quantity, filled, type, \
+                          limit and stop price, time in force and status.",
+            input: json!({ "type": "object", "properties": {
+                "account": account,
+                "status": { "type": "string", "enum": ["working", "all"], "default": "working" },
+            } }),
+            output: object(&[(
+                "orders",
+                json!({ "type": "array", "items": row(&[
+                    ("order_id", json!({ "type": "string" })),
+                    ("account", nullable("string")),
+                    ("symbol", nullable("string")),
+                    ("conid", nullable("integer")),
+                    ("side", nullable("string")),
+                    ("quantity", money()),
+                    ("filled", money()),
+                    ("order_type", nullable("string")),
+                    ("limit_price", money()),
+                    ("stop_price", money()),
+                    ("tif", nullable("string")),
+                    ("status", nullable("string")),
+                    ("avg_fill_price", money()),
+                    ("description", nullable("string")),
+                    ("updated", nullable("string")),
+                ]) }),
+            )]),
+            run: |c| Box::pin(orders(c)),
+        },
+        Task {
+            name: "get_account_trades",
+            description: "Executions (fills) of the last days, newest first: time, account, \
+                          symbol, side, quantity, price, commission and net amount.",
+            input: json!({ "type": "object", "properties": {
+                "account": account,
+                "days": { "type": "integer", "minimum": 1, "maximum": 7, "default": 1,
+                          "description": "How many days back (IBKR keeps 7)" },
+            } }),
+            output: object(&[(
+                "trades",
+                json!({ "type": "array", "items": row(&[
+                    ("time", nullable("string")),
+                    ("account", nullable("string")),
+                    ("symbol", nullable("string")),
+                    ("conid", nullable("integer")),
+                    ("sec_type", nullable("string")),
+                    ("side", nullable("string")),
+                    ("quantity", money()),
+                    ("price", money()),
+                    ("commission", money()),
+                    ("net_amount", money()),
+                    ("exchange", nullable("string")),
+                    ("order_ref", nullable("string")),
+                    ("execution_id", nullable("string")),
+                ]) }),
+            )]),
+            run: |c| Box::pin(trades(c)),
+        },
+    ]
+}
+
+/// How long the login's account list is reused. IBKR allows `/portfolio/accounts` once per
+/// 5 s, and it must have been read before the other `/portfolio` requests of a session.
+const ACCOUNTS_TTL: Duration = Duration::from_secs(300);
+
+/// The login's accounts, as last read.
+#[derive(Debug, Default)]
+pub(super) struct AccountList(Mutex<Option<(Instant, Vec<String>)>>);
+
+impl AccountList {
+    fn get(&self) -> Option<Vec<String>> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref()
+            .filter(|(at, _)| at.elapsed() < ACCOUNTS_TTL)
+            .map(|(_, ids)| ids.clone())
+    }
+
+    fn put(&self, ids: &[String]) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), ids.to_vec()));
+    }
+}
+
+impl Ctx<'_> {
+    /// The login's accounts, or the one named by `account` when it is one of them.
+    async fn accounts(&self) -> Result<Vec<String>, ToolError> {
+        let cache = &self.server.state.tasks.accounts;
+        let ids = match cache.get() {
+            Some(ids) => ids,
+            None => {
+                let v = crate::ibkr::fetch_portfolio_accounts(self.client())
+                    .await
+                    .map_err(|e| self.lookup(e))?;
+                let ids: Vec<String> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.get("accountId").or_else(|| a.get("id")))
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect();
+                if ids.is_empty() {
+                    return Err(ToolError::Rejected {
+                        status: 200,
+                        message: "IBKR lists no accounts for this login (/portfolio/accounts is \
+                                  empty); check the login in the gateway"
+                            .into(),
+                    });
+                }
+                cache.put(&ids);
+                ids
+            }
+        };
+        match self.str_arg("account") {
+            None => Ok(ids),
+            Some(want) if ids.iter().any(|a| a == want) => Ok(vec![want.to_string()]),
+            Some(want) => Err(self.invalid(format!(
+                "`account`: {want:?} is not an account of this login; its accounts are {}",
+                ids.join(", ")
+            ))),
+        }
+    }
+}
+
+async fn summary(c: &Ctx<'_>) -> Result<Answer, ToolError> {
+    let accounts = c.accounts().await?;
+    let mut notes = Vec::new();
+    let pnl = match gateway::call_json(c.client(), "P&L", ops::PNL, json!({})).await {
+        Ok(v) => v,
+        Err(e) => {
+            notes.push(format!("P&L is missing: {}", c.lookup(e).message()));
+            Value::Null
+        }
+    };
+    let mut rows = Vec::new();
+    for a in &accounts {
+        let s = gateway::call_json(
+            c.client(),
+            format!("summary of {a}"),
+            ops::PORTFOLIO_SUMMARY,
+            json!({ "accountId": a }),
+        )
+        .await
+        .map_err(|e| c.lookup(e))?;
+        rows.push(summary_row(a, &s, &pnl));
+    }
+    Ok(Answer {
+        value: json!({ "accounts": rows }),
+        notes,
+    })
+}
+
+/// One account's overview from `/portfolio/{id}/summary` and the partitioned P&L.
+fn summary_row(account: &str, s: &Value, pnl: &Value) -> Value {
+    let amount = |k: &str| num(s.get(k).and_then(|f| f.get("amount")));
+    let p = pnl.get("upnl").and_then(Value::as_object).and_then(|m| {
+        m.iter()
+            .find(|(k, _)| k.split('.').next() == Some(account))
+            .map(|(_, v)| v)
+    });
+    json!({
+        "account": account,
+        "currency": text(s.get("netliquidation").and_then(|f| f.get("currency"))),
+        "net_liquidation": amount("netliquidation"),
+        "cash": amount("totalcashvalue"),
+        "buying_power": amount("buyingpower"),
+        "available_funds": amount("availablefunds"),
+        "excess_liquidity": amount("excessliquidity"),
+        "gross_position_value": amount("grosspositionvalue"),
+        "init_margin": amount("initmarginreq"),
+        "maint_margin": amount("maintmarginreq"),
+        "daily_pnl": num(p.and_then(|p| p.get("dpl"))),
+        "unrealized_pnl": num(p.and_then(|p| p.get("upl"))),
+    })
+}
+
+async fn positions(c: &Ctx<'_>) -> Result<Answer, ToolError> {
+    let accounts = c.accounts().await?;
+    let limit = c
+        .args
+        .get("limit")
+        .and_then(Value::as_u64)
+        .unwrap_or(50)
+        .clamp(1, 500) as usize;
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for a in &accounts {
+        for page in 0..MAX_PAGES {
+            let v = gateway::call_json(
+                c.client(),
+                format!("positions of {a}"),
+                ops::POSITIONS,
+                json!({ "accountId": a, "pageId": page.to_string() }),
+            )
+            .await
+            .map_err(|e| c.lookup(e))?;
+            let items = v.as_array().cloned().unwrap_or_default();
+            let full = items.len() >= 100;
+            rows.extend(
+                items
+                    .iter()
+                    .filter(|p| p.get("position").and_then(number) != Some(0.0))
+                    .map(|p| position_row(a, p)),
+            );
+            if !full {
+                break;
+            }
+            if page + 1 == MAX_PAGES {
+                notes.push(format!(
+                    "{a} has more than {} positions; only the first {} pages were read.",
+                    MAX_PAGES * 100,
+                    MAX_PAGES
+                ));
+            }
+        }
+    }
+    let size = |r: &Value| {
+        r["notional"]
+            .as_f64()
+            .or_else(|| r["market_value"].as_f64())
+            .unwrap_or(0.0)
+            .abs()
+    };
+    rows.sort_by(|x, y| size(y).total_cmp(&size(x)));
+    let total = rows.len();
+    if total > limit {
+        rows.truncate(limit);
+        notes.push(format!(
+            "{limit} of {total} positions shown (largest first); raise `limit` for more."
+        ));
+    }
+    Ok(Answer {
+        value: json!({ "positions": rows, "total": total }),
+        notes,
+    })
+}
+
+/// One position of `/portfolio/{id}/positions/{page}`, named and in numbers.
+fn position_row(account: &str, p: &Value) -> Value {
+    let f = |k: &str| p.get(k).and_then(number);
+    let class = p.get("assetClass").and_then(Value::as_str).unwrap_or("");
+    let qty = f("position");
+    let price = f("mktPrice");
+    let mult = f("multiplier").filter(|m| *m > 0.0).unwrap_or(1.0);
+    let (market_value, notional) = match class {
+        "FUT" => (
+            f("unrealizedPnl"),
+            qty.zip(price).map(|(q, p)| q * p * mult),
+        ),
+        _ => (f("mktValue"), None),
+    };
+    let contract = text(p.get("contractDesc"));
+    let symbol = match text(p.get("ticker")) {
+        Value::Null => contract
+            .as_str()
+            .and_then(|d| d.split_whitespace().next())
+            .map_or(Value::Null, |s| Value::String(s.to_string())),
+        t => t,
+    };
+    let n = |x: Option<f64>| x.map_or(Value::Null, |x| json!(super::round(x)));
+    json!({
+        "account": account,
+        "symbol": symbol,
+        "contract": contract,
+        "asset_class": text(p.get("assetClass")),
+        "conid": p.get("conid").and_then(number).map_or(0, |c| c as i64),
+        "quantity": n(qty),
+        "price": n(price),
+        "market_value": n(market_value),
+        "notional": n(notional),
+        "avg_price": num(p.get("avgPrice")),
+        "unrealized_pnl": num(p.get("unrealizedPnl")),
+        "realized_pnl": num(p.get("realizedPnl")),
+        "currency": text(p.get("currency")),
+    })
+}
+
+async fn orders(c: &Ctx<'_>) -> Result<Answer, ToolError> {
+    let accounts = c.accounts().await?;
+    let args = match c.str_arg("account") {
+        Some(a) => json!({ "accountId": a }),
+        None => json!({}),
+    };
+    let v = gateway::call_json(c.client(), "open orders", ops::LIVE_ORDERS, args)
+        .await
+        .map_err(|e| c.lookup(e))?;
+    let working_only = c.str_arg("status") != Some("all");
+    let rows: Vec<Value> = v
+        .get("orders")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|o| {
+            let acct = o.get("acct").or_else(|| o.get("account"));
+            acct.and_then(Value::as_str)
+                .is_none_or(|a| accounts.iter().any(|x| x == a))
+        })
+        .filter(|o| {
+            let status = o
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            !working_only || !DONE.contains(&status.as_str())
+        })
+        .map(order_row)
+        .collect();
+    Ok(Answer::new(json!({ "orders": rows })))
+}
+
+/// One order of `/iserver/account/orders`.
+fn order_row(o: &Value) -> Value {
+    let id = match o.get("orderId") {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    json!({
+        "order_id": id,
+        "account": text(o.get("acct").or_else(|| o.get("account"))),
+        "symbol": text(o.get("ticker")),
+        "conid": o.get("conid").and_then(number).map(|c| c as i64),
+        "side": text(o.get("side")),
+        "quantity": num(o.get("totalSize")),
+        "filled": num(o.get("filledQuantity")),
+        "order_type": text(o.get("orderType").or_else(|| o.get("origOrderType"))),
+        "limit_price": num(o.get("price")),
+        "stop_price": num(o.get("auxPrice").or_else(|| o.get("stop_price"))),
+        "tif": text(o.get("timeInForce")),
+        "status": text(o.get("status")),
+        "avg_fill_price": num(o.get("avgPrice")),
+        "description": text(o.get("orderDesc")),
+        "updated": o.get("lastExecutionTime_r").and_then(number).and_then(|t| iso_ms(t as i64)),
+    })
+}
+
+async fn trades(c: &Ctx<'_>) -> Result<Answer, ToolError> {
+    let accounts = c.accounts().await?;
+    let days = c.args.get("days").and_then(Value::as_u64).unwrap_or(1);
+    let mut args = Map::new();
+    args.insert("days".into(), json!(days.clamp(1, 7).to_string()));
+    let v = gateway::call_json(c.client(), "trades", ops::TRADES, Value::Object(args))
+        .await
+        .map_err(|e| c.lookup(e))?;
+    let mut rows: Vec<Value> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| {
+            t.get("account")
+                .and_then(Value::as_str)
+                .is_none_or(|a| accounts.iter().any(|x| x == a))
+        })
+        .map(trade_row)
+        .collect();
+    rows.sort_by(|a, b| b["time"].as_str().cmp(&a["time"].as_str()));
+    Ok(Answer::new(json!({ "trades": rows })))
+}
+
+/// One execution of `/iserver/account/trades`.
+fn trade_row(t: &Value) -> Value {
+    let side = match t.get("side").and_then(Value::as_str) {
+        Some("B") => json!("BUY"),
+        Some("S") => json!("SELL"),
+        other => text(other.map(|s| Value::String(s.into())).as_ref()),
+    };
+    json!({
+        "time": t.get("trade_time_r").and_then(number).and_then(|x| iso_ms(x as i64)),
+        "account": text(t.get("account")),
+        "symbol": text(t.get("symbol")),
+        "conid": t.get("conid").and_then(number).map(|c| c as i64),
+        "sec_type": text(t.get("sec_type")),
+        "side": side,
+        "quantity": num(t.get("size")),
+        "price": num(t.get("price")),
+        "commission": num(t.get("commission")),
+        "net_amount": num(t.get("net_amount")),
+        "exchange": text(t.get("exchange")),
+        "order_ref": text(t.get("order_ref")),
+        "execution_id": text(t.get("execution_id")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_row_reads_amounts_and_the_accounts_pnl() {
+        let s = json!({
+            "netliquidation": { "amount": 1000.5, "currency": "USD" },
+            "totalcashvalue": { "amount": 200.0, "currency": "USD" },
+            "buyingpower": { "amount": 4000.0, "currency": "USD" },
+        });
+        let pnl = json!({ "upnl": {
+            "DU1.Core": { "dpl": 12.5, "upl": -3.0 },
+            "DU12.Core": { "dpl": 99.0, "upl": 99.0 },
+        } });
+        let r = summary_row("DU1", &s, &pnl);
+        assert_eq!(r["net_liquidation"], 1000.5);
+        assert_eq!(r["currency"], "USD");
+        assert_eq!(r["daily_pnl"], 12.5);
+        assert_eq!(r["unrealized_pnl"], -3.0);
+        assert_eq!(r["maint_margin"], Value::Null);
+    }
+
+    #[test]
+    fn a_futures_position_shows_notional_apart_from_market_value() {
+        let p = json!({
+            "conid": 1, "contractDesc": "ES DEC26", "assetClass": "FUT", "position": 2,
+            "mktPrice": 6000.0, "mktValue": 600000.0, "multiplier": 50, "unrealizedPnl": 1500.0,
+        });
+        let r = position_row("DU1", &p);
+        assert_eq!(r["market_value"], 1500.0);
+        assert_eq!(r["notional"], 600000.0);
+        assert_eq!(r["symbol"], "ES");
+        let s = position_row(
+            "DU1",
+            &json!({"conid": 2, "contractDesc": "AAPL", "assetClass": "STK", "position": 10,
+                    "mktPrice": 200.5, "mktValue": 2005.0, "multiplier": 0.0}),
+        );
+        assert_eq!(s["market_value"], 2005.0);
+        assert_eq!(s["notional"], Value::Null);
+    }
+
+    #[test]
+    fn orders_and_trades_have_numbers_and_iso_times() {
+        let o = order_row(&json!({
+            "acct": "U1", "conid": 265598, "orderId": 1234568790, "ticker": "AAPL",
+            "side": "SELL", "totalSize": 5.0, "filledQuantity": 5.0, "orderType": "Market",
+            "status": "Filled", "avgPrice": "192.26", "timeInForce": "GTC",
+            "lastExecutionTime_r": 1702317649000_i64,
+        }));
+        assert_eq!(o["order_id"], "1234568790");
+        assert_eq!(o["avg_fill_price"], 192.26);
+        assert_eq!(o["updated"], "2023-12-11T18:00:49Z");
+        let t = trade_row(&json!({
+            "side": "B", "size": 255.0, "price": "23.25", "commission": "1.27",
+            "trade_time_r": 1697745361000_i64, "symbol": "IOT", "conid": 532274461,
+        }));
+        assert_eq!(t["side"], "BUY");
+        assert_eq!(t["price"], 23.25);
+        assert_eq!(t["time"], "2023-10-19T19:56:01Z");
+    }
+}

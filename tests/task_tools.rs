@@ -1,0 +1,586 @@
+//! The task tools against the simulator (and, for IBKR's recorded reply shapes, an HTTP mock on
+//! loopback): each answers its everyday request in one call with named numbers that agree with
+//! the generated tools' raw answers, every structured result validates against the tool's own
+//! output schema, and every tool refuses a bad or hostile argument with an actionable `isError`
+//! without sending the request it was asked for.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{args, sim_server, text_of};
+use httpmock::prelude::*;
+use ibkr_mcp::ibkr::session::State;
+use ibkr_mcp::mcp::catalog;
+use ibkr_sim::{QuestionPolicy, SimConfig};
+use rmcp::model::CallToolResult;
+use serde_json::{Value, json};
+
+const ALL: &[&str] = &["--toolsets", "all"];
+
+fn quiet() -> SimConfig {
+    SimConfig::default().with_pacing(false)
+}
+
+/// The structured result of a successful call, checked against the tool's output schema.
+fn ok(tool: &str, r: &CallToolResult) -> Value {
+    assert_eq!(r.is_error, Some(false), "{tool}: {}", text_of(r));
+    let v = r.structured_content.clone().expect("structured content");
+    let def = catalog::all().iter().find(|t| t.name == tool).unwrap();
+    let schema = def.output_schema.as_ref().unwrap();
+    let validator = jsonschema::validator_for(schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{tool}: {errors:?}\n{v}");
+    v
+}
+
+fn err_kind(r: &CallToolResult) -> String {
+    assert_eq!(r.is_error, Some(true), "{}", text_of(r));
+    r.structured_content.as_ref().unwrap()["error"]["kind"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn account_overview_agrees_with_the_portfolio_summary_and_pnl() {
+    let s = sim_server(quiet(), ALL).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    let r = s.server.call("get_account_summary", None).await.unwrap();
+    let v = ok("get_account_summary", &r);
+    let accounts = v["accounts"].as_array().unwrap();
+    assert_eq!(accounts.len(), 2, "{v}");
+    for a in accounts {
+        let id = a["account"].as_str().unwrap();
+        let raw = s
+            .server
+            .call("get_portfolio_summary", args(json!({ "accountId": id })))
+            .await
+            .unwrap();
+        let raw = raw.structured_content.unwrap();
+        let nlv = raw["netliquidation"]["amount"].as_f64().unwrap();
+        // Prices move between the two calls; the overview must be the same quantity.
+        let got = a["net_liquidation"].as_f64().unwrap();
+        assert!((got - nlv).abs() / nlv < 0.02, "{id}: {got} vs {nlv}");
+        assert!(a["buying_power"].as_f64().unwrap() > 0.0);
+        assert!(
+            a["daily_pnl"].is_number() && a["unrealized_pnl"].is_number(),
+            "{a}"
+        );
+    }
+    // One account by id; the list of accounts is read once and reused.
+    let lists = s.hits("GET /portfolio/accounts");
+    let one = s
+        .server
+        .call("get_account_summary", args(json!({"account": "DU7654321"})))
+        .await
+        .unwrap();
+    let one = ok("get_account_summary", &one);
+    assert_eq!(one["accounts"].as_array().unwrap().len(), 1);
+    assert_eq!(one["accounts"][0]["account"], "DU7654321");
+    assert_eq!(s.hits("GET /portfolio/accounts"), lists);
+}
+
+#[tokio::test]
+async fn positions_are_largest_first_with_futures_notional_apart() {
+    let s = sim_server(quiet(), ALL).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    let r = s.server.call("get_account_positions", None).await.unwrap();
+    let v = ok("get_account_positions", &r);
+    let rows = v["positions"].as_array().unwrap();
+    assert_eq!(v["total"].as_u64().unwrap() as usize, rows.len());
+    let size = |p: &Value| {
+        p["notional"]
+            .as_f64()
+            .or(p["market_value"].as_f64())
+            .unwrap()
+            .abs()
+    };
+    assert!(rows.windows(2).all(|w| size(&w[0]) >= size(&w[1])), "{v}");
+    let fut = rows
+        .iter()
+        .find(|p| p["asset_class"] == "FUT")
+        .expect("the demo holds a future");
+    let q = fut["quantity"].as_f64().unwrap();
+    let px = fut["price"].as_f64().unwrap();
+    assert_eq!(fut["notional"].as_f64().unwrap(), q * px * 50.0, "{fut}");
+    assert_eq!(fut["market_value"], fut["unrealized_pnl"]);
+    let stk = rows.iter().find(|p| p["symbol"] == "AAPL").unwrap();
+    assert!(
+        stk["quantity"].is_number() && stk["notional"].is_null(),
+        "{stk}"
+    );
+    let two = s
+        .server
+        .call("get_account_positions", args(json!({"limit": 2})))
+        .await
+        .unwrap();
+    assert_eq!(
+        ok("get_account_positions", &two)["positions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(text_of(&two).contains("raise `limit`"), "{}", text_of(&two));
+}
+
+#[tokio::test]
+async fn quotes_for_stocks_futures_and_options_in_one_call_as_numbers() {
+    let s = sim_server(quiet(), ALL).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    let expiry = {
+        // The demo lists AAPL options for the next months; take one from the search.
+        let r = s
+            .server
+            .call("search_contracts", args(json!({"query": "AAPL"})))
+            .await
+            .unwrap();
+        let v = ok("search_contracts", &r);
+        assert_eq!(v["contracts"][0]["conid"], 265598, "{v}");
+        v["contracts"][0]["option_months"][0]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let strikes = s
+        .server
+        .call(
+            "get_option_strikes",
+            args(json!({"conid": "265598", "sectype": "OPT", "month": expiry})),
+        )
+        .await
+        .unwrap();
+    let strike = strikes.structured_content.unwrap()["call"][0]
+        .as_f64()
+        .unwrap();
+    let info = s
+        .server
+        .call(
+            "get_secdef_info",
+            args(json!({"conid": "265598", "sectype": "OPT", "month": expiry,
+                        "strike": strike.to_string(), "right": "C"})),
+        )
+        .await
+        .unwrap();
+    let info = info.structured_content.unwrap();
+    let date = info["items"][0]["maturityDate"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let option = format!(
+        "AAPL {}-{}-{} {strike} C",
+        &date[..4],
+        &date[4..6],
+        &date[6..]
+    );
+    let future = s
+        .server
+        .call("search_contracts", args(json!({"query": "ES"})))
+        .await
+        .unwrap();
+    let month = ok("search_contracts", &future)["contracts"][0]["future_months"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let future = format!("ES {}{}", &month[..3], &month[3..]);
+
+    let r = s
+        .server
+        .call(
+            "get_price_snapshot",
+            args(
+                json!({"symbols": ["AAPL", "msft", "272093", &future, &option],
+                        "fields": ["last", "bid", "ask", "change_pct", "iv", "delta"]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let v = ok("get_price_snapshot", &r);
+    let quotes = v["quotes"].as_array().unwrap();
+    assert_eq!(quotes.len(), 5, "{v}");
+    for q in quotes {
+        assert!(q["last"].is_number() && q["bid"].is_number(), "{q}");
+        assert_eq!(q["data_status"], "live", "{q}");
+    }
+    assert_eq!(
+        quotes[1]["conid"], quotes[2]["conid"],
+        "MSFT by symbol and by conid"
+    );
+    let opt = &quotes[4];
+    assert!(opt["iv"].as_f64().unwrap() > 1.0, "IV in percent: {opt}");
+    let delta = opt["delta"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&delta), "{opt}");
+    assert!(
+        quotes[0]["iv"].is_null(),
+        "a stock has no IV: {}",
+        quotes[0]
+    );
+    // The quote agrees with the simulator's price.
+    let px = s.sim.control().price(265598).unwrap();
+    assert!((quotes[0]["last"].as_f64().unwrap() - px).abs() / px < 0.01);
+
+    // Symbols resolve once: asking again searches nothing.
+    let searches = s.hits("GET /iserver/secdef/search") + s.hits("GET /iserver/secdef/info");
+    let again = s
+        .server
+        .call(
+            "get_price_snapshot",
+            args(json!({"symbols": ["AAPL", &option]})),
+        )
+        .await
+        .unwrap();
+    ok("get_price_snapshot", &again);
+    assert_eq!(
+        s.hits("GET /iserver/secdef/search") + s.hits("GET /iserver/secdef/info"),
+        searches
+    );
+}
+
+#[tokio::test]
+async fn history_is_rows_of_numbers_with_iso_times() {
+    let s = sim_server(quiet(), ALL).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    let r = s
+        .server
+        .call(
+            "get_price_history",
+            args(json!({"symbol": "AAPL", "period": "1m", "bar": "1d"})),
+        )
+        .await
+        .unwrap();
+    let v = ok("get_price_history", &r);
+    assert_eq!(
+        v["columns"],
+        json!(["time", "open", "high", "low", "close", "volume"])
+    );
+    let bars = v["bars"].as_array().unwrap();
+    assert!(
+        (18..=31).contains(&bars.len()),
+        "{} daily bars in a month",
+        bars.len()
+    );
+    let mut last = None;
+    for b in bars {
+        let t = chrono::DateTime::parse_from_rfc3339(b[0].as_str().unwrap()).unwrap();
+        assert!(last.is_none_or(|l| l < t), "oldest first");
+        last = Some(t);
+        let (o, h, l, c) = (
+            b[1].as_f64().unwrap(),
+            b[2].as_f64().unwrap(),
+            b[3].as_f64().unwrap(),
+            b[4].as_f64().unwrap(),
+        );
+        assert!(l <= o.min(c) && h >= o.max(c), "{b}");
+    }
+    let hourly = s
+        .server
+        .call(
+            "get_price_history",
+            args(json!({"symbol": "AAPL", "period": "1d", "bar": "1h"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ok("get_price_history", &hourly)["bars"]
+            .as_array()
+            .unwrap()
+            .len(),
+        24
+    );
+}
+
+#[tokio::test]
+async fn open_orders_and_trades_after_orders_on_a_paper_account() {
+    let s = sim_server(
+        quiet().with_questions(QuestionPolicy::Never),
+        &["--allow-trading", "--toolsets", "all"],
+    )
+    .await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    let px = s.sim.control().price(265598).unwrap();
+    for (order_type, price) in [("LMT", (px * 0.5 * 100.0).round() / 100.0), ("MKT", 0.0)] {
+        let mut order = json!({"conid": 265598, "orderType": order_type, "side": "BUY",
+                               "tif": "DAY", "quantity": 3});
+        if order_type == "LMT" {
+            order["price"] = json!(price);
+        }
+        let r = s
+            .server
+            .call(
+                "place_orders",
+                args(json!({"accountId": "DU1234567", "body": {"orders": [order]}})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
+    }
+    let r = s.server.call("get_account_orders", None).await.unwrap();
+    let v = ok("get_account_orders", &r);
+    let working = v["orders"].as_array().unwrap();
+    assert_eq!(working.len(), 1, "only the limit order is working: {v}");
+    let o = &working[0];
+    assert_eq!(o["symbol"], "AAPL");
+    assert_eq!(o["quantity"], 3.0);
+    assert!(o["limit_price"].as_f64().unwrap() < px, "{o}");
+    assert!(o["order_id"].as_str().is_some_and(|id| !id.is_empty()));
+
+    // IBKR allows the order list once per 5 s: the next read waits for pacing or is refused
+    // with the time to wait; both are fine, a wrong answer is not.
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    let all = s
+        .server
+        .call("get_account_orders", args(json!({"status": "all"})))
+        .await
+        .unwrap();
+    let all = ok("get_account_orders", &all);
+    assert_eq!(all["orders"].as_array().unwrap().len(), 2, "{all}");
+
+    let t = s
+        .server
+        .call("get_account_trades", args(json!({"days": 1})))
+        .await
+        .unwrap();
+    let t = ok("get_account_trades", &t);
+    let fills = t["trades"].as_array().unwrap();
+    assert_eq!(fills.len(), 1, "{t}");
+    assert_eq!(fills[0]["side"], "BUY");
+    assert_eq!(fills[0]["quantity"], 3.0);
+    assert!(fills[0]["price"].as_f64().unwrap() > 0.0);
+    chrono::DateTime::parse_from_rfc3339(fills[0]["time"].as_str().unwrap()).unwrap();
+}
+
+/// Each task tool with a bad or hostile argument: an actionable `isError`, and the request it
+/// would have made is not sent.
+#[tokio::test]
+async fn bad_and_hostile_arguments_are_refused_and_nothing_is_sent() {
+    let s = sim_server(quiet(), &["--allow-trading", "--toolsets", "all"]).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    let cases: &[(&str, Value, &str)] = &[
+        (
+            "get_account_summary",
+            json!({"account": "DU1234567/../../logout"}),
+            "not an account of this login",
+        ),
+        (
+            "get_account_summary",
+            json!({"accountId": "DU1234567"}),
+            "unknown argument",
+        ),
+        ("get_account_positions", json!({"limit": 0}), "limit"),
+        (
+            "get_account_positions",
+            json!({"account": "U0000000"}),
+            "its accounts are DU1234567, DU7654321",
+        ),
+        (
+            "get_account_orders",
+            json!({"status": "open; DROP"}),
+            "status",
+        ),
+        ("get_account_trades", json!({"days": 30}), "days"),
+        ("get_price_snapshot", json!({"symbols": []}), "symbols"),
+        (
+            "get_price_snapshot",
+            json!({"symbols": ["../../logout"]}),
+            "is not a symbol",
+        ),
+        (
+            "get_price_snapshot",
+            json!({"symbols": ["AAPL"], "fields": ["31"]}),
+            "fields",
+        ),
+        (
+            "get_price_snapshot",
+            json!({"symbols": ["NOSUCH"]}),
+            "no contract with symbol NOSUCH",
+        ),
+        (
+            "get_price_history",
+            json!({"symbol": "AAPL", "period": "1d", "bar": "1d; x"}),
+            "bar",
+        ),
+        (
+            "get_price_history",
+            json!({"symbol": "AAPL", "period": "1d", "bar": "1w"}),
+            "longer than the period",
+        ),
+        (
+            "get_price_history",
+            json!({"symbol": "ES Jan99", "period": "1d", "bar": "1h"}),
+            "no ES JAN99 future; listed: ES",
+        ),
+        (
+            "search_contracts",
+            json!({"query": "AAPL?conid=1"}),
+            "letters, digits",
+        ),
+        ("search_contracts", json!({}), "query"),
+    ];
+    let before = s.sim.control().counters().per_endpoint;
+    for (tool, a, says) in cases {
+        let r = s.server.call(tool, args(a.clone())).await.unwrap();
+        assert_eq!(
+            err_kind(&r),
+            "invalid_arguments",
+            "{tool} {a}: {}",
+            text_of(&r)
+        );
+        let text = text_of(&r);
+        assert!(text.contains(says), "{tool} {a}: {text}");
+        assert!(text.contains("Fix them and call again"), "{text}");
+    }
+    let after = s.sim.control().counters().per_endpoint;
+    // Only lookups (the account list, symbol searches) may have been made; none of the
+    // requests the tools were asked for, and never a logout.
+    let lookups = [
+        "GET /portfolio/accounts",
+        "GET /iserver/secdef/search",
+        "GET /trsrv/futures",
+        "POST /tickle",
+        "POST /iserver/auth/status",
+    ];
+    for (endpoint, n) in &after {
+        if lookups.contains(&endpoint.as_str()) {
+            continue;
+        }
+        assert_eq!(before.get(endpoint), Some(n), "{endpoint} was called");
+    }
+}
+
+/// IBKR's recorded replies (../shared/ibkr-samples) through the task tools: the shapes the live
+/// service really sends become the named fields.
+#[tokio::test]
+async fn recorded_ibkr_replies_become_named_numbers() {
+    let gateway = MockServer::start_async().await;
+    let sample = |dir: &str| -> Value {
+        let path = common::shared_dir().join("ibkr-samples").join(dir);
+        let first = std::fs::read_dir(&path)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .min()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&std::fs::read(first).unwrap()).unwrap();
+        v["body"].clone()
+    };
+    let search = sample("GET_iserver_secdef_search");
+    let history = sample("GET_iserver_marketdata_history");
+    let trades = sample("GET_iserver_account_trades");
+    gateway
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/api/iserver/secdef/search");
+            then.status(200).json_body(search.clone());
+        })
+        .await;
+    gateway
+        .mock_async(|when, then| {
+            when.method(GET)
+                .path("/v1/api/iserver/marketdata/history")
+                .query_param("conid", "756733")
+                .query_param("bar", "1d");
+            then.status(200).json_body(history.clone());
+        })
+        .await;
+    gateway
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/api/iserver/account/trades");
+            then.status(200).json_body(trades.clone());
+        })
+        .await;
+    let account = trades[0]["account"].as_str().unwrap().to_string();
+    gateway
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/api/portfolio/accounts");
+            then.status(200)
+                .json_body(json!([{ "id": account, "accountId": account }]));
+        })
+        .await;
+    let s = common::server(&format!("{}/v1/api", gateway.base_url()), &[]);
+    // SPY is listed on ARCA and on MEXI: the one US listing is the one meant.
+    let h = s
+        .call(
+            "get_price_history",
+            args(json!({"symbol": "SPY", "period": "1m", "bar": "1d"})),
+        )
+        .await
+        .unwrap();
+    let h = ok("get_price_history", &h);
+    assert_eq!(h["conid"], 756733);
+    let raw = history["data"].as_array().unwrap();
+    assert_eq!(h["bars"].as_array().unwrap().len(), raw.len());
+    assert_eq!(h["bars"][0][4], raw[0]["c"]);
+    assert_eq!(h["bars"][0][0], "2022-11-28T14:30:00Z");
+    // Named on MEXI, the other listing is taken.
+    let mexi = s
+        .call("search_contracts", args(json!({"query": "SPY"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        ok("search_contracts", &mexi)["contracts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let t = s
+        .call("get_account_trades", args(json!({"days": 7})))
+        .await
+        .unwrap();
+    let t = ok("get_account_trades", &t);
+    let first = &t["trades"][0];
+    assert_eq!(first["symbol"], trades[0]["symbol"]);
+    assert!(
+        first["price"].is_number() && first["commission"].is_number(),
+        "{first}"
+    );
+}
+
+#[tokio::test]
+async fn an_ambiguous_symbol_lists_its_candidates() {
+    let gateway = MockServer::start_async().await;
+    gateway
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/api/iserver/secdef/search");
+            then.status(200).json_body(json!([
+                {"conid": "1001", "symbol": "XYZ", "companyName": "XYZ ONE", "description": "NYSE",
+                 "sections": [{"secType": "STK"}]},
+                {"conid": "1002", "symbol": "XYZ", "companyName": "XYZ TWO", "description": "NASDAQ",
+                 "sections": [{"secType": "STK"}]}
+            ]));
+        })
+        .await;
+    let snapshot = gateway
+        .mock_async(|when, then| {
+            when.method(GET).path("/v1/api/iserver/marketdata/snapshot");
+            then.status(200)
+                .json_body(json!([{"conid": 1002, "31": "10.5", "6509": "DPB"}]));
+        })
+        .await;
+    let s = common::server(&format!("{}/v1/api", gateway.base_url()), &[]);
+    let r = s
+        .call("get_price_snapshot", args(json!({"symbols": ["XYZ"]})))
+        .await
+        .unwrap();
+    assert_eq!(err_kind(&r), "invalid_arguments");
+    let text = text_of(&r);
+    assert!(
+        text.contains("XYZ matches 2 listings")
+            && text.contains("XYZ@NYSE (XYZ ONE STK, conid 1001)")
+            && text.contains("XYZ@NASDAQ"),
+        "{text}"
+    );
+    snapshot.assert_calls_async(0).await;
+    let r = s
+        .call(
+            "get_price_snapshot",
+            args(json!({"symbols": ["XYZ@NASDAQ"]})),
+        )
+        .await
+        .unwrap();
+    let v = ok("get_price_snapshot", &r);
+    assert_eq!(v["quotes"][0]["conid"], 1002);
+    assert_eq!(v["quotes"][0]["last"], 10.5);
+    assert_eq!(v["quotes"][0]["data_status"], "delayed");
+}
