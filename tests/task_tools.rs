@@ -416,6 +416,57 @@ async fn bad_and_hostile_arguments_are_refused_and_nothing_is_sent() {
             "letters, digits",
         ),
         ("search_contracts", json!({}), "query"),
+        (
+            "get_option_parameters",
+            json!({"symbol": "AAPL", "month": "13/27"}),
+            "month",
+        ),
+        (
+            "get_option_parameters",
+            json!({"symbol": "AAPL", "month": "JAN99"}),
+            "months listed",
+        ),
+        (
+            "get_option_data",
+            json!({"symbol": "AAPL", "strikes": 500}),
+            "strikes",
+        ),
+        (
+            "get_option_data",
+            json!({"symbol": "AAPL", "expiry": "tomorrow"}),
+            "not a date",
+        ),
+        (
+            "get_option_data",
+            json!({"symbol": "AAPL 2027-01-15 200 C"}),
+            "name its underlying",
+        ),
+        (
+            "search_futures",
+            json!({"symbol": "ES/../../logout"}),
+            "symbol",
+        ),
+        (
+            "search_futures",
+            json!({"symbol": "ZZZZ"}),
+            "no futures with root symbol ZZZZ",
+        ),
+        (
+            "get_pa_performance_all_periods",
+            json!({"period": "10Y"}),
+            "has 1D",
+        ),
+        (
+            "get_pa_performance_all_periods",
+            json!({"account": "../logout"}),
+            "not an account",
+        ),
+        ("scan_market", json!({"scan": "TOP_PERC_GAIN"}), "scan"),
+        (
+            "scan_market",
+            json!({"scan": "top_gainers", "limit": 1000}),
+            "limit",
+        ),
     ];
     let before = s.sim.control().counters().per_endpoint;
     for (tool, a, says) in cases {
@@ -437,6 +488,9 @@ async fn bad_and_hostile_arguments_are_refused_and_nothing_is_sent() {
         "GET /portfolio/accounts",
         "GET /iserver/secdef/search",
         "GET /trsrv/futures",
+        "GET /iserver/secdef/strikes",
+        "GET /iserver/secdef/info",
+        "POST /pa/allperiods",
         "POST /tickle",
         "POST /iserver/auth/status",
     ];
@@ -583,4 +637,228 @@ async fn an_ambiguous_symbol_lists_its_candidates() {
     assert_eq!(v["quotes"][0]["conid"], 1002);
     assert_eq!(v["quotes"][0]["last"], 10.5);
     assert_eq!(v["quotes"][0]["data_status"], "delayed");
+}
+
+#[tokio::test]
+async fn an_option_chain_slice_around_the_money_in_one_call() {
+    let s = sim_server(quiet(), ALL).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    let p = s
+        .server
+        .call("get_option_parameters", args(json!({"symbol": "AAPL"})))
+        .await
+        .unwrap();
+    let p = ok("get_option_parameters", &p);
+    let months = p["months"].as_array().unwrap();
+    assert!(!months.is_empty(), "{p}");
+    assert_eq!(p["month"], months[0]);
+    let expiry = p["expiries"][0].as_str().unwrap().to_string();
+    let strikes: Vec<f64> = p["strikes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert!(strikes.windows(2).all(|w| w[0] < w[1]), "{p}");
+
+    let px = s.sim.control().price(265598).unwrap();
+    let r = s
+        .server
+        .call(
+            "get_option_data",
+            args(json!({"symbol": "AAPL", "expiry": expiry, "strikes": 4})),
+        )
+        .await
+        .unwrap();
+    let v = ok("get_option_data", &r);
+    assert_eq!(v["expiry"], expiry.as_str());
+    let cols: Vec<&str> = v["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let col = |name: &str| cols.iter().position(|c| *c == name).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "4 strikes, calls and puts: {v}");
+    let chosen: Vec<f64> = rows
+        .iter()
+        .map(|r| r[col("strike")].as_f64().unwrap())
+        .collect();
+    // The four strikes nearest the price, none farther than any left out.
+    let farthest = chosen.iter().map(|k| (k - px).abs()).fold(0.0, f64::max);
+    let outside = strikes
+        .iter()
+        .filter(|k| !chosen.contains(k))
+        .map(|k| (k - px).abs())
+        .fold(f64::INFINITY, f64::min);
+    assert!(farthest <= outside, "{chosen:?} around {px}");
+    for r in rows {
+        let delta = r[col("delta")].as_f64().unwrap();
+        match r[col("right")].as_str().unwrap() {
+            "C" => assert!((0.0..=1.0).contains(&delta), "{r}"),
+            _ => assert!((-1.0..=0.0).contains(&delta), "{r}"),
+        }
+        assert!(r[col("iv")].as_f64().unwrap() > 1.0, "IV in percent: {r}");
+        assert!(r[col("bid")].as_f64().unwrap() <= r[col("ask")].as_f64().unwrap());
+    }
+    // The conids are the options the generated tools name.
+    let conid = rows[0][col("conid")].as_i64().unwrap();
+    let q = s
+        .server
+        .call(
+            "get_price_snapshot",
+            args(json!({"symbols": [format!("AAPL {expiry} {} C", chosen[0])]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok("get_price_snapshot", &q)["quotes"][0]["conid"], conid);
+
+    let puts = s
+        .server
+        .call(
+            "get_option_data",
+            args(json!({"symbol": "AAPL", "right": "P", "strikes": 1})),
+        )
+        .await
+        .unwrap();
+    let puts = ok("get_option_data", &puts);
+    assert_eq!(puts["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(puts["rows"][0][1], "P");
+
+    let wrong = s
+        .server
+        .call(
+            "get_option_data",
+            args(json!({"symbol": "AAPL", "expiry": "2020-01-17"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(err_kind(&wrong), "invalid_arguments");
+    assert!(
+        text_of(&wrong).contains("months listed:"),
+        "{}",
+        text_of(&wrong)
+    );
+    let none = s
+        .server
+        .call("get_option_parameters", args(json!({"symbol": "MSFT"})))
+        .await
+        .unwrap();
+    assert!(
+        text_of(&none).contains("no options on MSFT"),
+        "{}",
+        text_of(&none)
+    );
+}
+
+#[tokio::test]
+async fn futures_performance_and_scans_answer_in_one_call() {
+    let s = sim_server(quiet(), ALL).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    let f = s
+        .server
+        .call("search_futures", args(json!({"symbol": "es"})))
+        .await
+        .unwrap();
+    let f = ok("search_futures", &f);
+    let futs = f["futures"].as_array().unwrap();
+    assert!(futs.len() >= 2, "{f}");
+    assert!(
+        futs.windows(2)
+            .all(|w| w[0]["expiry"].as_str() < w[1]["expiry"].as_str())
+    );
+    // The name it gives is one the other tools accept, for the same contract.
+    let q = s
+        .server
+        .call(
+            "get_price_snapshot",
+            args(json!({"symbols": [futs[1]["name"]]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ok("get_price_snapshot", &q)["quotes"][0]["conid"],
+        futs[1]["conid"]
+    );
+
+    let p = s
+        .server
+        .call("get_pa_performance_all_periods", None)
+        .await
+        .unwrap();
+    let p = ok("get_pa_performance_all_periods", &p);
+    assert_eq!(p["accounts"].as_array().unwrap().len(), 2);
+    let mtd = p["accounts"][0]["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["period"] == "MTD")
+        .unwrap()
+        .clone();
+    let (start, end) = (
+        mtd["start_nav"].as_f64().unwrap(),
+        mtd["end_nav"].as_f64().unwrap(),
+    );
+    let pct = mtd["return_pct"].as_f64().unwrap();
+    // With no deposits in the demo, the time-weighted return is the NAV change.
+    assert!(((end / start - 1.0) * 100.0 - pct).abs() < 0.01, "{mtd}");
+    let fetched = s.hits("POST /pa/allperiods");
+    let again = s
+        .server
+        .call(
+            "get_pa_performance_all_periods",
+            args(json!({"account": "DU7654321", "period": "ytd"})),
+        )
+        .await
+        .unwrap();
+    let again = ok("get_pa_performance_all_periods", &again);
+    assert_eq!(again["accounts"][0]["periods"][0]["period"], "YTD");
+    assert_eq!(
+        s.hits("POST /pa/allperiods"),
+        fetched,
+        "follow-ups come from the one fetch"
+    );
+
+    let g = s
+        .server
+        .call(
+            "scan_market",
+            args(json!({"scan": "top_gainers", "limit": 5})),
+        )
+        .await
+        .unwrap();
+    let g = ok("scan_market", &g);
+    let rows = g["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    let values: Vec<f64> = rows.iter().map(|r| r["value"].as_f64().unwrap()).collect();
+    assert!(values.windows(2).all(|w| w[0] >= w[1]), "{g}");
+    // The gainer's value is its change in percent, as its quote says.
+    let top = rows[0]["symbol"].as_str().unwrap();
+    let q = s
+        .server
+        .call(
+            "get_price_snapshot",
+            args(json!({"symbols": [top], "fields": ["change_pct"]})),
+        )
+        .await
+        .unwrap();
+    let chg = ok("get_price_snapshot", &q)["quotes"][0]["change_pct"]
+        .as_f64()
+        .unwrap();
+    assert!((chg - values[0]).abs() < 0.2, "{chg} vs {}", values[0]);
+    let bad = s
+        .server
+        .call(
+            "scan_market",
+            args(json!({"scan": "top_gainers", "min_price": 50, "max_price": 10})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(err_kind(&bad), "invalid_arguments");
+    assert_eq!(
+        s.hits("POST /iserver/scanner/run"),
+        1,
+        "the refused scan was not run"
+    );
 }

@@ -14,7 +14,9 @@
 //! enumerated choice.
 
 mod account;
+mod derivatives;
 mod market;
+mod performance;
 mod symbols;
 
 use std::future::Future;
@@ -37,6 +39,7 @@ pub const TOOLSET: &str = "tasks";
 pub struct Cache {
     symbols: symbols::SymbolCache,
     accounts: account::AccountList,
+    performance: performance::PaCache,
 }
 
 /// What a task tool answers: a JSON object and notes for the model.
@@ -111,6 +114,8 @@ impl Ctx<'_> {
 fn tasks() -> Vec<Task> {
     let mut t = account::tasks();
     t.extend(market::tasks());
+    t.extend(derivatives::tasks());
+    t.extend(performance::tasks());
     t
 }
 

@@ -152,7 +152,7 @@ const ACCOUNTS_TTL: Duration = Duration::from_secs(300);
 pub(super) struct AccountList(Mutex<Option<(Instant, Vec<String>)>>);
 
 impl AccountList {
-    fn get(&self) -> Option<Vec<String>> {
+    pub(super) fn get(&self) -> Option<Vec<String>> {
         let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
         g.as_ref()
             .filter(|(at, _)| at.elapsed() < ACCOUNTS_TTL)
@@ -166,7 +166,7 @@ impl AccountList {
 
 impl Ctx<'_> {
     /// The login's accounts, or the one named by `account` when it is one of them.
-    async fn accounts(&self) -> Result<Vec<String>, ToolError> {
+    pub(super) async fn accounts(&self) -> Result<Vec<String>, ToolError> {
         let cache = &self.server.state.tasks.accounts;
         let ids = match cache.get() {
             Some(ids) => ids,

@@ -71,6 +71,20 @@ const PERIODS: &[(&str, i64)] = &[
     ("2y", 730 * 86_400),
     ("5y", 1825 * 86_400),
 ];
+/// Scans: ours, IBKR's scan code, what its value is.
+const SCANS: &[(&str, &str, &str)] = &[
+    ("top_gainers", "TOP_PERC_GAIN", "change_pct"),
+    ("top_losers", "TOP_PERC_LOSE", "change_pct"),
+    ("most_active", "MOST_ACTIVE", "volume"),
+    ("hot_by_price", "HOT_BY_PRICE", "last"),
+];
+/// Universes: ours, IBKR's instrument and location.
+const UNIVERSES: &[(&str, &str, &str)] = &[
+    ("us_stocks", "STK", "STK.US.MAJOR"),
+    ("nasdaq", "STK", "STK.NASDAQ"),
+    ("nyse", "STK", "STK.NYSE"),
+    ("us_etfs", "ETF.EQ.US", "ETF.EQ.US.MAJOR"),
+];
 /// What each history bar row holds.
 const BAR_COLUMNS: [&str; 6] = ["time", "open", "high", "low", "close", "volume"];
 /// Most contracts a search returns.
@@ -135,6 +149,36 @@ pub(super) fn tasks() -> Vec<Task> {
             run: |c| Box::pin(history(c)),
         },
         Task {
+            name: "scan_market",
+            description: "Runs one of IBKR's market scans and returns the top rows: rank, \
+                          symbol, conid, name, exchange and the scan's value (change in \
+                          percent, volume or price).",
+            input: json!({ "type": "object", "required": ["scan"], "properties": {
+                "scan": { "type": "string", "enum": SCANS.iter().map(|s| s.0).collect::<Vec<_>>() },
+                "universe": { "type": "string", "enum": UNIVERSES.iter().map(|u| u.0).collect::<Vec<_>>(),
+                              "default": "us_stocks" },
+                "limit": { "type": "integer", "minimum": 1, "maximum": 50, "default": 10 },
+                "min_price": { "type": "number", "minimum": 0 },
+                "max_price": { "type": "number", "minimum": 0 },
+            } }),
+            output: object(&[
+                ("scan", json!({ "type": "string" })),
+                ("value", json!({ "type": "string" })),
+                (
+                    "rows",
+                    json!({ "type": "array", "items": row(&[
+                        ("rank", json!({ "type": "integer" })),
+                        ("symbol", nullable("string")),
+                        ("conid", nullable("integer")),
+                        ("name", nullable("string")),
+                        ("exchange", nullable("string")),
+                        ("value", nullable("number")),
+                    ]) }),
+                ),
+            ]),
+            run: |c| Box::pin(scan(c)),
+        },
+        Task {
             name: "search_contracts",
             description: "Finds contracts by symbol (or by company name with by_name): conid, \
                           symbol, name, exchange, type, and which derivatives exist (option and \
@@ -161,7 +205,7 @@ pub(super) fn tasks() -> Vec<Task> {
 }
 
 /// A quote field's value as a number: `"189.10"`, `"C189.10"` (a close), `"1.25%"`, `"12.3M"`.
-fn field_number(v: &Value) -> Option<f64> {
+pub(super) fn field_number(v: &Value) -> Option<f64> {
     if let Some(x) = number(v) {
         return Some(x);
     }
@@ -271,7 +315,7 @@ async fn snapshot(c: &Ctx<'_>) -> Result<Answer, ToolError> {
 impl Ctx<'_> {
     /// Snapshot entries for `conids`, asked again while the gateway is still starting their
     /// subscriptions (its first answer has no values), within `--snapshot-wait`.
-    async fn warm_snapshot(
+    pub(super) async fn warm_snapshot(
         &self,
         conids: &[String],
         codes: &[&str],
@@ -386,6 +430,80 @@ async fn history(c: &Ctx<'_>) -> Result<Answer, ToolError> {
             "symbol": r.label, "conid": r.conid, "period": period, "bar": bar,
             "columns": BAR_COLUMNS, "bars": bars,
         }),
+        notes,
+    })
+}
+
+async fn scan(c: &Ctx<'_>) -> Result<Answer, ToolError> {
+    let name = c.str_arg("scan").unwrap_or_default();
+    let (_, code, value) = SCANS
+        .iter()
+        .find(|s| s.0 == name)
+        .copied()
+        .ok_or_else(|| c.invalid(format!("`scan`: {name:?} is not a scan")))?;
+    let universe = c.str_arg("universe").unwrap_or("us_stocks");
+    let (_, instrument, location) = UNIVERSES
+        .iter()
+        .find(|u| u.0 == universe)
+        .copied()
+        .ok_or_else(|| c.invalid(format!("`universe`: {universe:?} is not a universe")))?;
+    let price = |k: &str| c.args.get(k).and_then(Value::as_f64);
+    if let (Some(lo), Some(hi)) = (price("min_price"), price("max_price"))
+        && lo > hi
+    {
+        return Err(c.invalid(format!(
+            "`min_price` ({lo}) is above `max_price` ({hi}); nothing can match"
+        )));
+    }
+    let mut filter = Vec::new();
+    if let Some(p) = price("min_price") {
+        filter.push(json!({ "code": "priceAbove", "value": p }));
+    }
+    if let Some(p) = price("max_price") {
+        filter.push(json!({ "code": "priceBelow", "value": p }));
+    }
+    let limit = c
+        .args
+        .get("limit")
+        .and_then(Value::as_u64)
+        .unwrap_or(10)
+        .clamp(1, 50) as usize;
+    let v = gateway::call_json(
+        c.client(),
+        format!("the {name} scan"),
+        ops::SCANNER_RUN,
+        json!({ "body": { "instrument": instrument, "type": code, "location": location,
+                          "filter": filter } }),
+    )
+    .await
+    .map_err(|e| c.lookup(e))?;
+    let rows: Vec<Value> = v
+        .get("contracts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .take(limit)
+        .enumerate()
+        .map(|(i, r)| {
+            json!({
+                "rank": i + 1,
+                "symbol": text(r.get("symbol")),
+                "conid": r.get("con_id").or_else(|| r.get("conid")).and_then(number).map(|x| x as i64),
+                "name": text(r.get("company_name")),
+                "exchange": text(r.get("listing_exchange")),
+                "value": r.get("scan_data").and_then(field_number)
+                    .map_or(Value::Null, |x| json!(super::round(x))),
+            })
+        })
+        .collect();
+    let mut notes = Vec::new();
+    if rows.is_empty() {
+        notes.push(format!(
+            "The {name} scan found nothing in {universe} with these filters."
+        ));
+    }
+    Ok(Answer {
+        value: json!({ "scan": name, "value": value, "rows": rows }),
         notes,
     })
 }

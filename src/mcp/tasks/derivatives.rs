@@ -1,0 +1,448 @@
+//! Options and futures: expiries and strikes, an option chain slice around the money with
+//! prices, IV and greeks in one call, and the futures of a symbol.
+
+use chrono::NaiveDate;
+use serde_json::{Value, json};
+
+use super::{Answer, Ctx, Task, nullable, object, row};
+use crate::error::ToolError;
+use crate::ibkr::gateway::{self, ops};
+use crate::ibkr::market::{number, plain_number};
+
+/// Columns of an option chain row.
+const CHAIN_COLUMNS: [&str; 12] = [
+    "strike", "right", "conid", "bid", "ask", "last", "volume", "iv", "delta", "gamma", "theta",
+    "vega",
+];
+/// Snapshot codes of the chain's market columns (from `bid` on), in order.
+const CHAIN_CODES: [&str; 9] = [
+    "84", "86", "31", "7762", "7633", "7308", "7309", "7310", "7311",
+];
+/// Most strikes a chain slice covers.
+const MAX_STRIKES: u64 = 20;
+
+pub(super) fn tasks() -> Vec<Task> {
+    let underlying = json!({ "type": "string", "description": "Underlying symbol or conid (AAPL, SPX, 265598)" });
+    vec![
+        Task {
+            name: "get_option_parameters",
+            description: "Option expiry months of an underlying, and for one month (default: \
+                          the nearest) its expiry dates and strikes.",
+            input: json!({ "type": "object", "required": ["symbol"], "properties": {
+                "symbol": underlying,
+                "month": { "type": "string", "pattern": "^[A-Za-z]{3}[0-9]{2}$",
+                           "description": "MMMYY, e.g. JAN27" },
+            } }),
+            output: object(&[
+                ("symbol", json!({ "type": "string" })),
+                ("conid", json!({ "type": "integer" })),
+                (
+                    "months",
+                    json!({ "type": "array", "items": { "type": "string" } }),
+                ),
+                ("month", json!({ "type": "string" })),
+                (
+                    "expiries",
+                    json!({ "type": "array", "items": { "type": "string" } }),
+                ),
+                (
+                    "strikes",
+                    json!({ "type": "array", "items": { "type": "number" } }),
+                ),
+            ]),
+            run: |c| Box::pin(parameters(c)),
+        },
+        Task {
+            name: "get_option_data",
+            description: "An option chain slice in one call: the strikes nearest the \
+                          underlying's price for one expiry (default: the nearest), calls and/or \
+                          puts, each row [strike, right, conid, bid, ask, last, volume, iv \
+                          (percent), delta, gamma, theta, vega] as `columns` says.",
+            input: json!({ "type": "object", "required": ["symbol"], "properties": {
+                "symbol": underlying,
+                "expiry": { "type": "string", "format": "date", "description": "YYYY-MM-DD" },
+                "right": { "type": "string", "enum": ["C", "P", "both"], "default": "both" },
+                "strikes": { "type": "integer", "minimum": 1, "maximum": MAX_STRIKES, "default": 6,
+                             "description": "How many strikes around the money" },
+            } }),
+            output: object(&[
+                ("symbol", json!({ "type": "string" })),
+                ("underlying_price", nullable("number")),
+                ("expiry", json!({ "type": "string" })),
+                (
+                    "columns",
+                    json!({ "type": "array", "items": { "type": "string" } }),
+                ),
+                (
+                    "rows",
+                    json!({ "type": "array", "items": { "type": "array",
+                        "items": { "type": ["string", "number", "null"] } } }),
+                ),
+            ]),
+            run: |c| Box::pin(chain(c)),
+        },
+        Task {
+            name: "search_futures",
+            description: "Futures of a root symbol (ES, CL, GC), nearest first: conid, expiry \
+                          and last trading day, and the name other tools accept (ES Mar27).",
+            input: json!({ "type": "object", "required": ["symbol"], "properties": {
+                "symbol": { "type": "string", "pattern": "^[A-Za-z0-9]{1,10}$" },
+            } }),
+            output: object(&[
+                ("symbol", json!({ "type": "string" })),
+                (
+                    "futures",
+                    json!({ "type": "array", "items": row(&[
+                        ("name", json!({ "type": "string" })),
+                        ("conid", json!({ "type": "integer" })),
+                        ("expiry", nullable("string")),
+                        ("last_trading_day", nullable("string")),
+                    ]) }),
+                ),
+            ]),
+            run: |c| Box::pin(futures(c)),
+        },
+    ]
+}
+
+/// `20270115` as `2027-01-15`.
+fn iso_date(yyyymmdd: &str) -> Option<String> {
+    NaiveDate::parse_from_str(yyyymmdd.trim(), "%Y%m%d")
+        .ok()
+        .map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+/// The underlying of an option question: resolved, with its option months.
+struct Underlying {
+    symbol: String,
+    conid: i64,
+    months: Vec<String>,
+}
+
+impl Ctx<'_> {
+    async fn underlying(&self) -> Result<Underlying, ToolError> {
+        let input = self.str_arg("symbol").unwrap_or_default();
+        let r = self.resolve("symbol", input).await?;
+        if r.sec_type == "OPT" || r.sec_type == "FOP" {
+            return Err(self.invalid(format!(
+                "`symbol`: {input} is an option; name its underlying (e.g. {})",
+                r.symbol
+            )));
+        }
+        let found = gateway::call_json(
+            self.client(),
+            format!("option months of {}", r.symbol),
+            ops::SECDEF_SEARCH,
+            json!({ "symbol": r.symbol }),
+        )
+        .await
+        .map_err(|e| self.lookup(e))?;
+        let months: Vec<String> = found
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l.get("conid").and_then(number).map(|c| c as i64) == Some(r.conid))
+            .flat_map(|l| {
+                l.get("sections")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|s| s.get("secType").and_then(Value::as_str) == Some("OPT"))
+            .filter_map(|s| s.get("months").and_then(Value::as_str).map(str::to_owned))
+            .flat_map(|m| {
+                m.split(';')
+                    .map(|x| x.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|m| !m.is_empty())
+            .collect();
+        if months.is_empty() {
+            return Err(self.invalid(format!(
+                "`symbol`: IBKR lists no options on {} (conid {})",
+                r.label, r.conid
+            )));
+        }
+        Ok(Underlying {
+            symbol: r.label,
+            conid: r.conid,
+            months,
+        })
+    }
+
+    /// Call and put strikes of `month`, together, ascending.
+    async fn strikes(&self, u: &Underlying, month: &str) -> Result<Vec<f64>, ToolError> {
+        let v = gateway::call_json(
+            self.client(),
+            format!("strikes of {} {month}", u.symbol),
+            ops::STRIKES,
+            json!({ "conid": u.conid.to_string(), "sectype": "OPT", "month": month }),
+        )
+        .await
+        .map_err(|e| self.lookup(e))?;
+        let mut all: Vec<f64> = ["call", "put"]
+            .iter()
+            .flat_map(|k| {
+                v.get(*k)
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|x| number(&x))
+            .collect();
+        all.sort_by(f64::total_cmp);
+        all.dedup();
+        Ok(all)
+    }
+
+    /// The option contracts of `month` at `strike` and `right`: (conid, YYYYMMDD).
+    async fn options_at(
+        &self,
+        u: &Underlying,
+        month: &str,
+        strike: f64,
+        right: char,
+    ) -> Result<Vec<(i64, String)>, ToolError> {
+        let v = gateway::call_json(
+            self.client(),
+            format!(
+                "{} {month} {} {right} options",
+                u.symbol,
+                plain_number(strike)
+            ),
+            ops::SECDEF_INFO,
+            json!({ "conid": u.conid.to_string(), "sectype": "OPT", "month": month,
+                    "strike": plain_number(strike), "right": right.to_string() }),
+        )
+        .await
+        .map_err(|e| self.lookup(e))?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some((
+                    c.get("conid").and_then(number)? as i64,
+                    c.get("maturityDate")?.as_str()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    fn month_arg(&self, u: &Underlying, wanted: Option<String>) -> Result<String, ToolError> {
+        match wanted {
+            None => Ok(u.months[0].clone()),
+            Some(m) if u.months.contains(&m) => Ok(m),
+            Some(m) => Err(self.invalid(format!(
+                "no {} options expire in {m}; months listed: {}",
+                u.symbol,
+                u.months.join(", ")
+            ))),
+        }
+    }
+}
+
+async fn parameters(c: &Ctx<'_>) -> Result<Answer, ToolError> {
+    let u = c.underlying().await?;
+    let month = c.month_arg(&u, c.str_arg("month").map(str::to_ascii_uppercase))?;
+    let strikes = c.strikes(&u, &month).await?;
+    let mut expiries: Vec<String> = match strikes.get(strikes.len() / 2) {
+        Some(mid) => c
+            .options_at(&u, &month, *mid, 'C')
+            .await?
+            .into_iter()
+            .filter_map(|(_, d)| iso_date(&d))
+            .collect(),
+        None => Vec::new(),
+    };
+    expiries.sort();
+    expiries.dedup();
+    Ok(Answer::new(json!({
+        "symbol": u.symbol, "conid": u.conid, "months": u.months, "month": month,
+        "expiries": expiries, "strikes": strikes,
+    })))
+}
+
+/// The `n` strikes nearest `price`, ascending.
+fn around(strikes: &[f64], price: f64, n: usize) -> Vec<f64> {
+    let mut by_distance = strikes.to_vec();
+    by_distance.sort_by(|a, b| (a - price).abs().total_cmp(&(b - price).abs()));
+    by_distance.truncate(n);
+    by_distance.sort_by(f64::total_cmp);
+    by_distance
+}
+
+async fn chain(c: &Ctx<'_>) -> Result<Answer, ToolError> {
+    let u = c.underlying().await?;
+    let expiry = match c.str_arg("expiry") {
+        Some(s) => Some(
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map_err(|_| c.invalid(format!("`expiry`: {s:?} is not a date (YYYY-MM-DD)")))?,
+        ),
+        None => None,
+    };
+    let month = c.month_arg(
+        &u,
+        expiry.map(|d| d.format("%b%y").to_string().to_ascii_uppercase()),
+    )?;
+    let rights: &[char] = match c.str_arg("right") {
+        Some("C") => &['C'],
+        Some("P") => &['P'],
+        _ => &['C', 'P'],
+    };
+    let n = c
+        .args
+        .get("strikes")
+        .and_then(Value::as_u64)
+        .unwrap_or(6)
+        .clamp(1, MAX_STRIKES) as usize;
+    let (under, mut notes) = c
+        .warm_snapshot(&[u.conid.to_string()], &["31", "84", "86"])
+        .await?;
+    let market_price = under.first().and_then(|e| {
+        let f = |k: &str| e.get(k).and_then(number).filter(|x| *x > 0.0);
+        f("31").or_else(|| f("84").zip(f("86")).map(|(b, a)| (a + b) / 2.0))
+    });
+    let strikes = c.strikes(&u, &month).await?;
+    let Some(price) = market_price.or_else(|| strikes.get(strikes.len() / 2).copied()) else {
+        return Err(c.invalid(format!("no {} strikes listed for {month}", u.symbol)));
+    };
+    if market_price.is_none() {
+        notes.push(format!(
+            "No price for {} yet: the strikes are the middle of the listed range.",
+            u.symbol
+        ));
+    }
+    let chosen = around(&strikes, price, n);
+    // Which expiry: the one asked for, or the nearest of the month that is not past.
+    let mut wanted = expiry.map(|d| d.format("%Y%m%d").to_string());
+    let today = chrono::Utc::now().format("%Y%m%d").to_string();
+    let mut rows = Vec::new();
+    let mut contracts: Vec<(f64, char, i64)> = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for strike in &chosen {
+        for right in rights {
+            let listed = c.options_at(&u, &month, *strike, *right).await?;
+            seen.extend(listed.iter().filter_map(|(_, d)| iso_date(d)));
+            if wanted.is_none() {
+                wanted = listed
+                    .iter()
+                    .map(|(_, d)| d.clone())
+                    .filter(|d| *d >= today)
+                    .min();
+            }
+            if let Some(w) = &wanted
+                && let Some((conid, _)) = listed.iter().find(|(_, d)| d == w)
+            {
+                contracts.push((*strike, *right, *conid));
+            }
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    let expiry_text = match (wanted.as_deref().and_then(iso_date), expiry) {
+        (Some(e), _) if !contracts.is_empty() => e,
+        (_, Some(d)) => {
+            return Err(c.invalid(format!(
+                "`expiry`: no {} option expires on {d}; {month} expiries: {}",
+                u.symbol,
+                seen.join(", ")
+            )));
+        }
+        _ => {
+            return Err(c.invalid(format!(
+                "no {} option of {month} expires today or later; get_option_parameters lists \
+                 the months",
+                u.symbol
+            )));
+        }
+    };
+    {
+        let conids: Vec<String> = contracts.iter().map(|(_, _, c)| c.to_string()).collect();
+        let (entries, more) = c.warm_snapshot(&conids, &CHAIN_CODES).await?;
+        notes.extend(more);
+        for (strike, right, conid) in &contracts {
+            let e = entries
+                .iter()
+                .find(|e| e.get("conid").and_then(number).map(|x| x as i64) == Some(*conid));
+            let mut r = vec![json!(strike), json!(right.to_string()), json!(conid)];
+            r.extend(CHAIN_CODES.iter().map(|code| {
+                e.and_then(|e| e.get(*code))
+                    .and_then(super::market::field_number)
+                    .map_or(Value::Null, |x| json!(super::round(x)))
+            }));
+            rows.push(Value::Array(r));
+        }
+    }
+    Ok(Answer {
+        value: json!({
+            "symbol": u.symbol, "underlying_price": super::round(price), "expiry": expiry_text,
+            "columns": CHAIN_COLUMNS, "rows": rows,
+        }),
+        notes,
+    })
+}
+
+async fn futures(c: &Ctx<'_>) -> Result<Answer, ToolError> {
+    let symbol = c.str_arg("symbol").unwrap_or_default().to_ascii_uppercase();
+    let v = gateway::call_json(
+        c.client(),
+        format!("futures of {symbol}"),
+        ops::FUTURES,
+        json!({ "symbols": symbol }),
+    )
+    .await
+    .map_err(|e| c.lookup(e))?;
+    let mut rows: Vec<(String, Value)> = v
+        .get(&symbol)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            let conid = f.get("conid").and_then(number)? as i64;
+            let exp = f
+                .get("expirationDate")
+                .and_then(number)
+                .map(|x| (x as i64).to_string())?;
+            let d = NaiveDate::parse_from_str(&exp, "%Y%m%d").ok()?;
+            let ltd = f
+                .get("ltd")
+                .and_then(number)
+                .and_then(|x| iso_date(&(x as i64).to_string()));
+            Some((
+                exp,
+                json!({
+                    "name": format!("{symbol} {}", d.format("%b%y")),
+                    "conid": conid,
+                    "expiry": d.format("%Y-%m-%d").to_string(),
+                    "last_trading_day": ltd,
+                }),
+            ))
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    if rows.is_empty() {
+        return Err(c.invalid(format!(
+            "`symbol`: IBKR lists no futures with root symbol {symbol}; search_contracts finds \
+             symbols"
+        )));
+    }
+    Ok(Answer::new(json!({
+        "symbol": symbol,
+        "futures": rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strikes_around_the_money_are_the_nearest_ascending() {
+        let s = [90.0, 95.0, 100.0, 105.0, 110.0, 115.0];
+        assert_eq!(around(&s, 103.0, 3), vec![100.0, 105.0, 110.0]);
+        assert_eq!(around(&s, 50.0, 2), vec![90.0, 95.0]);
+        assert_eq!(around(&s, 100.0, 10).len(), 6);
+        assert_eq!(iso_date("20270115").as_deref(), Some("2027-01-15"));
+        assert_eq!(iso_date("2027"), None);
+    }
+}
