@@ -62,9 +62,9 @@ pub struct ServeConfig {
     #[arg(long, env = "IBKR_MCP_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout: u64,
 
-    /// Toolsets to expose, comma-separated: `default`, `all`, or ids (session, accounts,
-    /// portfolio, contracts, market_data, orders, alerts, watchlists, scanner, fyi,
-    /// portfolio_analyst).
+    /// Toolsets to expose, comma-separated: `default` (the task tools), `all`, or ids (tasks,
+    /// session, accounts, portfolio, contracts, market_data, orders, alerts, watchlists,
+    /// scanner, fyi, portfolio_analyst).
     #[arg(
         long,
         env = "IBKR_MCP_TOOLSETS",

@@ -330,9 +330,6 @@ impl IbkrServer {
                 });
             }
         };
-        if tasks::is_task(def) {
-            return Box::pin(self.task(def, args)).await;
-        }
         match def.name.as_str() {
             catalog::SESSION_STATUS_TOOL => results::success(
                 def,
@@ -340,6 +337,7 @@ impl IbkrServer {
                 Vec::new(),
                 self.state.results.max_result_bytes,
             ),
+            _ if tasks::is_task(def) => Box::pin(self.task(def, args)).await,
             other => results::failure(&ToolError::Internal(format!(
                 "server tool `{other}` has no handler"
             ))),

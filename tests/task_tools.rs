@@ -34,6 +34,32 @@ fn ok(tool: &str, r: &CallToolResult) -> Value {
     v
 }
 
+/// A task tool's table (`columns`, `rows`) as one object per row.
+fn objects(v: &Value) -> Vec<Value> {
+    let columns: Vec<&str> = v["columns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no columns: {v}"))
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let r = r.as_array().unwrap();
+            assert_eq!(r.len(), columns.len(), "{r:?}");
+            Value::Object(
+                columns
+                    .iter()
+                    .zip(r)
+                    .map(|(c, x)| (c.to_string(), x.clone()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 fn err_kind(r: &CallToolResult) -> String {
     assert_eq!(r.is_error, Some(true), "{}", text_of(r));
     r.structured_content.as_ref().unwrap()["error"]["kind"]
@@ -48,7 +74,7 @@ async fn account_overview_agrees_with_the_portfolio_summary_and_pnl() {
     s.wait_for(State::Ready, Duration::from_secs(20)).await;
     let r = s.server.call("get_account_summary", None).await.unwrap();
     let v = ok("get_account_summary", &r);
-    let accounts = v["accounts"].as_array().unwrap();
+    let accounts = &objects(&v);
     assert_eq!(accounts.len(), 2, "{v}");
     for a in accounts {
         let id = a["account"].as_str().unwrap();
@@ -76,8 +102,8 @@ async fn account_overview_agrees_with_the_portfolio_summary_and_pnl() {
         .await
         .unwrap();
     let one = ok("get_account_summary", &one);
-    assert_eq!(one["accounts"].as_array().unwrap().len(), 1);
-    assert_eq!(one["accounts"][0]["account"], "DU7654321");
+    assert_eq!(objects(&one).len(), 1);
+    assert_eq!(objects(&one)[0]["account"], "DU7654321");
     assert_eq!(s.hits("GET /portfolio/accounts"), lists);
 }
 
@@ -87,7 +113,7 @@ async fn positions_are_largest_first_with_futures_notional_apart() {
     s.wait_for(State::Ready, Duration::from_secs(20)).await;
     let r = s.server.call("get_account_positions", None).await.unwrap();
     let v = ok("get_account_positions", &r);
-    let rows = v["positions"].as_array().unwrap();
+    let rows = &objects(&v);
     assert_eq!(v["total"].as_u64().unwrap() as usize, rows.len());
     let size = |p: &Value| {
         p["notional"]
@@ -115,13 +141,7 @@ async fn positions_are_largest_first_with_futures_notional_apart() {
         .call("get_account_positions", args(json!({"limit": 2})))
         .await
         .unwrap();
-    assert_eq!(
-        ok("get_account_positions", &two)["positions"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(objects(&ok("get_account_positions", &two)).len(), 2);
     assert!(text_of(&two).contains("raise `limit`"), "{}", text_of(&two));
 }
 
@@ -137,11 +157,9 @@ async fn quotes_for_stocks_futures_and_options_in_one_call_as_numbers() {
             .await
             .unwrap();
         let v = ok("search_contracts", &r);
-        assert_eq!(v["contracts"][0]["conid"], 265598, "{v}");
-        v["contracts"][0]["option_months"][0]
-            .as_str()
-            .unwrap()
-            .to_string()
+        let found = objects(&v);
+        assert_eq!(found[0]["conid"], 265598, "{v}");
+        found[0]["option_months"][0].as_str().unwrap().to_string()
     };
     let strikes = s
         .server
@@ -179,7 +197,7 @@ async fn quotes_for_stocks_futures_and_options_in_one_call_as_numbers() {
         .call("search_contracts", args(json!({"query": "ES"})))
         .await
         .unwrap();
-    let month = ok("search_contracts", &future)["contracts"][0]["future_months"][0]
+    let month = objects(&ok("search_contracts", &future))[0]["future_months"][0]
         .as_str()
         .unwrap()
         .to_string();
@@ -197,7 +215,7 @@ async fn quotes_for_stocks_futures_and_options_in_one_call_as_numbers() {
         .await
         .unwrap();
     let v = ok("get_price_snapshot", &r);
-    let quotes = v["quotes"].as_array().unwrap();
+    let quotes = &objects(&v);
     assert_eq!(quotes.len(), 5, "{v}");
     for q in quotes {
         assert!(q["last"].is_number() && q["bid"].is_number(), "{q}");
@@ -254,7 +272,7 @@ async fn history_is_rows_of_numbers_with_iso_times() {
         v["columns"],
         json!(["time", "open", "high", "low", "close", "volume"])
     );
-    let bars = v["bars"].as_array().unwrap();
+    let bars = v["rows"].as_array().unwrap();
     assert!(
         (18..=31).contains(&bars.len()),
         "{} daily bars in a month",
@@ -282,7 +300,7 @@ async fn history_is_rows_of_numbers_with_iso_times() {
         .await
         .unwrap();
     assert_eq!(
-        ok("get_price_history", &hourly)["bars"]
+        ok("get_price_history", &hourly)["rows"]
             .as_array()
             .unwrap()
             .len(),
@@ -317,7 +335,7 @@ async fn open_orders_and_trades_after_orders_on_a_paper_account() {
     }
     let r = s.server.call("get_account_orders", None).await.unwrap();
     let v = ok("get_account_orders", &r);
-    let working = v["orders"].as_array().unwrap();
+    let working = &objects(&v);
     assert_eq!(working.len(), 1, "only the limit order is working: {v}");
     let o = &working[0];
     assert_eq!(o["symbol"], "AAPL");
@@ -334,7 +352,7 @@ async fn open_orders_and_trades_after_orders_on_a_paper_account() {
         .await
         .unwrap();
     let all = ok("get_account_orders", &all);
-    assert_eq!(all["orders"].as_array().unwrap().len(), 2, "{all}");
+    assert_eq!(objects(&all).len(), 2, "{all}");
 
     let t = s
         .server
@@ -342,7 +360,7 @@ async fn open_orders_and_trades_after_orders_on_a_paper_account() {
         .await
         .unwrap();
     let t = ok("get_account_trades", &t);
-    let fills = t["trades"].as_array().unwrap();
+    let fills = &objects(&t);
     assert_eq!(fills.len(), 1, "{t}");
     assert_eq!(fills[0]["side"], "BUY");
     assert_eq!(fills[0]["quantity"], 3.0);
@@ -563,27 +581,21 @@ async fn recorded_ibkr_replies_become_named_numbers() {
     let h = ok("get_price_history", &h);
     assert_eq!(h["conid"], 756733);
     let raw = history["data"].as_array().unwrap();
-    assert_eq!(h["bars"].as_array().unwrap().len(), raw.len());
-    assert_eq!(h["bars"][0][4], raw[0]["c"]);
-    assert_eq!(h["bars"][0][0], "2022-11-28T14:30:00Z");
+    assert_eq!(h["rows"].as_array().unwrap().len(), raw.len());
+    assert_eq!(h["rows"][0][4], raw[0]["c"]);
+    assert_eq!(h["rows"][0][0], "2022-11-28T14:30:00Z");
     // Named on MEXI, the other listing is taken.
     let mexi = s
         .call("search_contracts", args(json!({"query": "SPY"})))
         .await
         .unwrap();
-    assert_eq!(
-        ok("search_contracts", &mexi)["contracts"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(objects(&ok("search_contracts", &mexi)).len(), 2);
     let t = s
         .call("get_account_trades", args(json!({"days": 7})))
         .await
         .unwrap();
     let t = ok("get_account_trades", &t);
-    let first = &t["trades"][0];
+    let first = &objects(&t)[0];
     assert_eq!(first["symbol"], trades[0]["symbol"]);
     assert!(
         first["price"].is_number() && first["commission"].is_number(),
@@ -634,9 +646,10 @@ async fn an_ambiguous_symbol_lists_its_candidates() {
         .await
         .unwrap();
     let v = ok("get_price_snapshot", &r);
-    assert_eq!(v["quotes"][0]["conid"], 1002);
-    assert_eq!(v["quotes"][0]["last"], 10.5);
-    assert_eq!(v["quotes"][0]["data_status"], "delayed");
+    let q = &objects(&v)[0];
+    assert_eq!(q["conid"], 1002);
+    assert_eq!(q["last"], 10.5);
+    assert_eq!(q["data_status"], "delayed");
 }
 
 #[tokio::test]
@@ -712,7 +725,7 @@ async fn an_option_chain_slice_around_the_money_in_one_call() {
         )
         .await
         .unwrap();
-    assert_eq!(ok("get_price_snapshot", &q)["quotes"][0]["conid"], conid);
+    assert_eq!(objects(&ok("get_price_snapshot", &q))[0]["conid"], conid);
 
     let puts = s
         .server
@@ -762,7 +775,7 @@ async fn futures_performance_and_scans_answer_in_one_call() {
         .await
         .unwrap();
     let f = ok("search_futures", &f);
-    let futs = f["futures"].as_array().unwrap();
+    let futs = &objects(&f);
     assert!(futs.len() >= 2, "{f}");
     assert!(
         futs.windows(2)
@@ -778,7 +791,7 @@ async fn futures_performance_and_scans_answer_in_one_call() {
         .await
         .unwrap();
     assert_eq!(
-        ok("get_price_snapshot", &q)["quotes"][0]["conid"],
+        objects(&ok("get_price_snapshot", &q))[0]["conid"],
         futs[1]["conid"]
     );
 
@@ -788,10 +801,13 @@ async fn futures_performance_and_scans_answer_in_one_call() {
         .await
         .unwrap();
     let p = ok("get_pa_performance_all_periods", &p);
-    assert_eq!(p["accounts"].as_array().unwrap().len(), 2);
-    let mtd = p["accounts"][0]["periods"]
-        .as_array()
-        .unwrap()
+    let periods = objects(&p);
+    let accounts: std::collections::BTreeSet<&str> = periods
+        .iter()
+        .map(|r| r["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(accounts.len(), 2);
+    let mtd = periods
         .iter()
         .find(|x| x["period"] == "MTD")
         .unwrap()
@@ -813,7 +829,10 @@ async fn futures_performance_and_scans_answer_in_one_call() {
         .await
         .unwrap();
     let again = ok("get_pa_performance_all_periods", &again);
-    assert_eq!(again["accounts"][0]["periods"][0]["period"], "YTD");
+    let again = objects(&again);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["period"], "YTD");
+    assert_eq!(again[0]["account"], "DU7654321");
     assert_eq!(
         s.hits("POST /pa/allperiods"),
         fetched,
@@ -829,7 +848,7 @@ async fn futures_performance_and_scans_answer_in_one_call() {
         .await
         .unwrap();
     let g = ok("scan_market", &g);
-    let rows = g["rows"].as_array().unwrap();
+    let rows = &objects(&g);
     assert_eq!(rows.len(), 5);
     let values: Vec<f64> = rows.iter().map(|r| r["value"].as_f64().unwrap()).collect();
     assert!(values.windows(2).all(|w| w[0] >= w[1]), "{g}");
@@ -843,7 +862,7 @@ async fn futures_performance_and_scans_answer_in_one_call() {
         )
         .await
         .unwrap();
-    let chg = ok("get_price_snapshot", &q)["quotes"][0]["change_pct"]
+    let chg = objects(&ok("get_price_snapshot", &q))[0]["change_pct"]
         .as_f64()
         .unwrap();
     assert!((chg - values[0]).abs() < 0.2, "{chg} vs {}", values[0]);
@@ -861,4 +880,69 @@ async fn futures_performance_and_scans_answer_in_one_call() {
         1,
         "the refused scan was not run"
     );
+}
+
+/// What the everyday read requests cost a model with the default tools: calls and o200k tokens
+/// of the results, reported in `target/task-tools-cost.txt` and held to a budget (the issue's
+/// target is 14 calls and 3,100 tokens for nine requests; these are six of them, the other
+/// three being orders, alerts and watchlists).
+#[tokio::test]
+async fn everyday_requests_cost_few_calls_and_tokens() {
+    let s = sim_server(quiet(), &["--toolsets", "default"]).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    let bpe = tiktoken_rs::o200k_base().unwrap();
+    let requests: &[(&str, &str, Value)] = &[
+        ("portfolio worth", "get_account_summary", json!({})),
+        (
+            "biggest positions",
+            "get_account_positions",
+            json!({"limit": 5}),
+        ),
+        (
+            "quote three symbols",
+            "get_price_snapshot",
+            json!({"symbols": ["AAPL", "MSFT", "SPY"]}),
+        ),
+        (
+            "option chain around the money",
+            "get_option_data",
+            json!({"symbol": "AAPL", "strikes": 4}),
+        ),
+        (
+            "a month of daily bars",
+            "get_price_history",
+            json!({"symbol": "AAPL", "period": "1m", "bar": "1d"}),
+        ),
+        (
+            "top % gainers",
+            "scan_market",
+            json!({"scan": "top_gainers", "limit": 5}),
+        ),
+        (
+            "this month's performance",
+            "get_pa_performance_all_periods",
+            json!({"period": "MTD"}),
+        ),
+    ];
+    let mut report = String::new();
+    let mut total = 0;
+    for (what, tool, a) in requests {
+        let r = s.server.call(tool, args(a.clone())).await.unwrap();
+        ok(tool, &r);
+        let tokens = bpe.encode_with_special_tokens(&text_of(&r)).len();
+        total += tokens;
+        report.push_str(&format!("{what}: {tool} -> {tokens} o200k tokens\n"));
+    }
+    report.push_str(&format!(
+        "total: {} calls, {total} o200k tokens\n",
+        requests.len()
+    ));
+    println!("{report}");
+    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).unwrap();
+    std::fs::write(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/task-tools-cost.txt"),
+        &report,
+    )
+    .unwrap();
+    assert!(total <= 2_600, "{report}");
 }

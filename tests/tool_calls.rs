@@ -418,7 +418,7 @@ async fn write_tools_are_hidden_and_refused_by_name_when_trading_is_off() {
     assert_eq!(any.calls_async().await, 0);
     let e = s.call("no_such_tool", None).await.unwrap_err();
     assert!(e.message.contains("unknown tool"), "{}", e.message);
-    let e = server(&gw(&gateway), &[])
+    let e = server(&gw(&gateway), &["--toolsets", "default"])
         .call("list_alerts", None)
         .await
         .unwrap_err();

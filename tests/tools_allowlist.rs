@@ -248,10 +248,16 @@ fn open_world_is_true_exactly_for_the_tools_that_reach_ibkr() {
     let mut gateway_tools = 0;
     for def in ibkr_mcp::mcp::catalog::all() {
         let tool = ibkr_mcp::mcp::catalog::to_mcp_tool(def);
-        let hint = tool.annotations.as_ref().and_then(|a| a.open_world_hint);
-        let reaches_ibkr = !ibkr_mcp::mcp::catalog::is_server_tool(def);
-        assert_eq!(hint, Some(reaches_ibkr), "{}", def.name);
-        gateway_tools += usize::from(reaches_ibkr);
+        // Absent means MCP's default: open world.
+        let hint = tool
+            .annotations
+            .as_ref()
+            .and_then(|a| a.open_world_hint)
+            .unwrap_or(true);
+        let generated = !ibkr_mcp::mcp::catalog::is_server_tool(def);
+        let reaches_ibkr = generated || ibkr_mcp::mcp::tasks::is_task(def);
+        assert_eq!(hint, reaches_ibkr, "{}", def.name);
+        gateway_tools += usize::from(generated);
     }
     assert_eq!(gateway_tools, load_tools().len());
     assert!(

@@ -39,32 +39,32 @@ pub const TOOLSETS: &[Toolset] = &[
     Toolset {
         id: "session",
         description: "Gateway and brokerage session: auth status, keep-alive, re-authentication",
-        default: true,
+        default: false,
     },
     Toolset {
         id: "accounts",
         description: "Brokerage accounts, account summaries, P&L and allocation groups",
-        default: true,
+        default: false,
     },
     Toolset {
         id: "portfolio",
         description: "Portfolio accounts, positions, ledger, allocation and summary",
-        default: true,
+        default: false,
     },
     Toolset {
         id: "contracts",
         description: "Find contracts (conids) by symbol or name; contract details, rules, schedules",
-        default: true,
+        default: false,
     },
     Toolset {
         id: "market_data",
         description: "Snapshots (quotes) and historical bars",
-        default: true,
+        default: false,
     },
     Toolset {
         id: "orders",
         description: "Live orders, order status and trades; previews; placing, modifying and cancelling orders",
-        default: true,
+        default: false,
     },
     Toolset {
         id: "alerts",
@@ -119,7 +119,7 @@ pub fn server_tools() -> Vec<ToolDef> {
         operation_id: String::new(),
         method: None,
         path: String::new(),
-        toolset: "session".into(),
+        toolset: super::tasks::TOOLSET.into(),
         read_only: true,
         destructive: false,
         idempotent: true,
@@ -131,12 +131,22 @@ pub fn server_tools() -> Vec<ToolDef> {
                       problems."
             .into(),
         input_schema: serde_json::json!({
-            "$schema": crate::spec::tool_schema::DIALECT,
             "type": "object",
             "properties": {},
             "additionalProperties": false
         }),
-        output_schema: Some(serde_json::json!({ "type": "object" })),
+        // Two shapes: the session manager's status, or a direct probe without one.
+        output_schema: Some(serde_json::json!({
+            "type": "object",
+            "properties": {
+                "state": { "type": "string" },
+                "explanation": { "type": "string" },
+                "ready": { "type": "boolean" },
+                "accounts": { "type": "array", "items": { "type": "string" } },
+                "login_url": { "type": "string" },
+                "kill_switch": { "type": "object" },
+            },
+        })),
         args: Vec::new(),
         rust_method: String::new(),
         response_type: String::new(),
@@ -370,17 +380,33 @@ pub fn to_mcp_tool(def: &ToolDef) -> Tool {
         _ => JsonObject::new(),
     };
     let mut tool = Tool::new(def.name.clone(), def.description.clone(), Arc::new(input))
-        .with_annotations(
-            ToolAnnotations::new()
-                .read_only(def.read_only)
-                .destructive(def.destructive)
-                .idempotent(def.idempotent)
-                .open_world(def.open_world),
-        );
+        .with_annotations(annotations(def));
     if let Some(Value::Object(out)) = &def.output_schema {
         tool = tool.with_raw_output_schema(Arc::new(out.clone()));
     }
     tool
+}
+
+/// The tool's hints, only where they differ from MCP's defaults (not read-only, destructive,
+/// not idempotent, open world): what a client assumes without them is then what is true, and
+/// every conversation pays for fewer tokens. Destructive and idempotent mean something only
+/// for a tool that is not read-only.
+fn annotations(def: &ToolDef) -> ToolAnnotations {
+    let mut a = ToolAnnotations::new();
+    if def.read_only {
+        a = a.read_only(true);
+    } else {
+        if !def.destructive {
+            a = a.destructive(false);
+        }
+        if def.idempotent {
+            a = a.idempotent(true);
+        }
+    }
+    if !def.open_world {
+        a = a.open_world(false);
+    }
+    a
 }
 
 /// `read-only`, `write` or `destructive`.
@@ -407,7 +433,9 @@ pub fn markdown_table(tools: &[ToolDef]) -> String {
                 if set.default { " (default)" } else { "" },
                 t.name,
                 access(t),
-                if is_server_tool(t) {
+                if super::tasks::is_task(t) {
+                    "(composes IBKR requests)".to_string()
+                } else if is_server_tool(t) {
                     "(answered by this server)".to_string()
                 } else {
                     format!("`{} {}`", t.method.map_or("", Method::as_str), t.path)

@@ -108,6 +108,11 @@ pub fn server_state(
     if !extra.contains(&"--kill-switch-file") {
         argv.extend(["--kill-switch-file", default_switch.as_str()]);
     }
+    // The tests drive the generated tools as much as the task tools: every toolset is on
+    // unless a test chooses (the default, task tools only, is tested where it matters).
+    if !extra.contains(&"--toolsets") {
+        argv.extend(["--toolsets", "all"]);
+    }
     // Against a mock gateway nothing manages a session; tests against the simulator turn the
     // session manager on explicitly.
     if !extra.contains(&"--session-keepalive") {

@@ -86,7 +86,10 @@ def start_server(tmp_path):
                     # Never the user's kill switch: each server has its own (absent) one.
                     "IBKR_MCP_KILL_SWITCH_FILE": str(tmp_path / f"HALT-{port}"),
                     # Mock gateways manage no session; simulator tests turn this back on.
-                    "IBKR_MCP_SESSION_KEEPALIVE": "false", **(env or {})}
+                    "IBKR_MCP_SESSION_KEEPALIVE": "false",
+                    # Every toolset (tests drive the generated tools too); tests of the
+                    # default pass --toolsets default.
+                    "IBKR_MCP_TOOLSETS": "all", **(env or {})}
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env)
         server = Server(proc, port, log_path, args)

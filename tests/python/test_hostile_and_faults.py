@@ -48,7 +48,7 @@ def start_limited(tmp_path, kib: int, *flags: str) -> Server:
         f"ulimit -f {kib};", "trap '' XFSZ;", "exec", str(BIN), "serve", "--demo",
         "--listen", f"127.0.0.1:{port}", *flags,
     ])
-    env = {**os.environ, "IBKR_MCP_LOG": "ibkr_mcp=info",
+    env = {**os.environ, "IBKR_MCP_LOG": "ibkr_mcp=info", "IBKR_MCP_TOOLSETS": "all",
            "IBKR_MCP_KILL_SWITCH_FILE": str(tmp_path / "HALT")}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(["bash", "-c", cmd], stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import BIN, ROOT
 
 INSPECTOR_BIN = ROOT / "tests" / "inspector" / "node_modules" / ".bin"
 
@@ -38,9 +38,14 @@ def test_inspector_lists_all_tools_strictly_clean_and_calls_one(start_server, ga
     listed = inspector(server.url, "--method", "tools/list")
     assert listed.returncode == 0, listed.stderr
     tools = json.loads(listed.stdout)["tools"]
-    # 95 generated from IBKR's operations, plus get_session_status answered by the server.
-    assert len(tools) == 96
-    assert sum(1 for t in tools if t["name"] != "get_session_status") == 95
+    # 95 generated from IBKR's operations, plus the server's own: the task tools and
+    # get_session_status.
+    catalog = json.loads(subprocess.run([str(BIN), "tools", "--format", "json"], check=True,
+                                        capture_output=True, text=True).stdout)
+    own = {t["name"] for t in catalog if not t["operation_id"]}
+    assert "get_session_status" in own and "get_price_snapshot" in own
+    assert len(tools) == 95 + len(own)
+    assert sum(1 for t in tools if t["name"] not in own) == 95
 
     strict = inspector(server.url, "--method", "tools/list", "--strict")
     assert strict.returncode == 0, strict.stderr
@@ -54,3 +59,18 @@ def test_inspector_lists_all_tools_strictly_clean_and_calls_one(start_server, ga
     assert result.get("isError") is False, result
     assert result["structuredContent"] == {"items": [{"conid": 265598, "conidEx": "265598", "31": "189.10"}]}
     httpserver.check_assertions()
+
+    # A task tool through the Inspector: its structured result fits its output schema.
+    httpserver.expect_request("/v1/api/iserver/secdef/search", method="GET",
+                              query_string={"symbol": "AAPL"}).respond_with_json(
+        [{"conid": "265598", "symbol": "AAPL", "companyName": "APPLE INC", "description": "NASDAQ",
+          "sections": [{"secType": "STK"}, {"secType": "OPT", "months": "JAN27;FEB27"}]}]
+    )
+    found = inspector(server.url, "--method", "tools/call", "--tool-name", "search_contracts",
+                      "--tool-arg", "query=AAPL")
+    assert found.returncode == 0, found.stderr
+    result = json.loads(found.stdout)
+    assert result.get("isError") is False, result
+    sc = result["structuredContent"]
+    assert sc["columns"][:2] == ["conid", "symbol"]
+    assert sc["rows"] == [[265598, "AAPL", "APPLE INC", "NASDAQ", "STK", ["JAN27", "FEB27"], []]]

@@ -42,7 +42,7 @@ def run(coro_fn, *args):
 
 def test_initialize_over_http_lists_the_default_tools_and_explains_the_workflow(start_server, gateway):
     _, base = gateway
-    server = start_server("--gateway-url", base)
+    server = start_server("--gateway-url", base, "--toolsets", "default")
 
     async def go(session):
         return await session.list_tools()
@@ -50,16 +50,19 @@ def test_initialize_over_http_lists_the_default_tools_and_explains_the_workflow(
     init, tools = run(with_session, server.url, go)
     assert init.protocol_version == "2025-11-25"
     assert init.server_info.name == "ibkr-mcp"
-    assert "list_accounts" in init.instructions and "search_contracts" in init.instructions
+    assert "get_price_snapshot" in init.instructions and "search_contracts" in init.instructions
     assert "read-only" in init.instructions
     names = {t.name for t in tools.tools}
-    defaults = {"session", "accounts", "portfolio", "contracts", "market_data", "orders"}
-    expected = {t["name"] for t in catalog() if t["read_only"] and t["toolset"] in defaults}
+    # The default is the task toolset: what a trader asks, one call each.
+    expected = {t["name"] for t in catalog() if t["read_only"] and t["toolset"] == "tasks"}
     assert names == expected
-    assert "place_orders" not in names and "list_orders" in names
+    assert {"get_account_summary", "get_price_snapshot", "get_option_data"} <= names
+    assert "place_orders" not in names and "list_orders" not in names
     for t in tools.tools:
-        assert t.input_schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        # 2020-12 is MCP's default dialect: no `$schema` line repeated in every tool.
+        assert "$schema" not in t.input_schema
         assert t.annotations.read_only_hint is True
+        assert t.output_schema and t.output_schema.get("properties"), t.name
 
 
 def test_all_toolsets_with_trading_list_95_ibkr_tools_with_annotations(start_server, gateway):
@@ -71,14 +74,19 @@ def test_all_toolsets_with_trading_list_95_ibkr_tools_with_annotations(start_ser
 
     _, tools = run(with_session, server.url, go)
     by_name = {t.name: t for t in tools.tools}
-    # Every trading operation of the pinned document, plus the server's own session tool.
-    assert len(tools.tools) == 96 and "get_session_status" in by_name
+    # Every trading operation of the pinned document, plus the server's own tools.
+    tasks = [t for t in catalog() if t["toolset"] == "tasks"]
+    assert len(tools.tools) == 95 + len(tasks) and "get_session_status" in by_name
     assert len([t for t in catalog() if t["operation_id"]]) == 95
-    # POSTs that only read are read-only; a cancel is destructive.
+    # POSTs that only read are read-only; a cancel is destructive. Hints equal to MCP's
+    # defaults are left out (absent destructiveHint means destructive, absent
+    # idempotentHint means not idempotent).
     assert by_name["get_order_preview"].annotations.read_only_hint is True
     assert by_name["get_contract_rules"].annotations.read_only_hint is True
-    assert by_name["cancel_order"].annotations.destructive_hint is True
-    assert by_name["place_orders"].annotations.idempotent_hint is False
+    assert by_name["cancel_order"].annotations.read_only_hint is not True
+    assert by_name["cancel_order"].annotations.destructive_hint is not False
+    assert not by_name["place_orders"].annotations.idempotent_hint
+    assert by_name["create_watchlist"].annotations.destructive_hint is False
 
 
 # One call per line: tool, arguments, expected request (method, path, query, json body), reply.
@@ -223,7 +231,7 @@ def test_stdio_transport_serves_the_same_tools(gateway):
     )
     params = StdioServerParameters(
         command=str(BIN),
-        args=["serve", "--transport", "stdio", "--gateway-url", base],
+        args=["serve", "--transport", "stdio", "--gateway-url", base, "--toolsets", "tasks,portfolio"],
         env={"IBKR_MCP_LOG": "ibkr_mcp=info", "IBKR_MCP_SESSION_KEEPALIVE": "false"},
     )
 

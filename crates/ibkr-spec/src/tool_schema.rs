@@ -13,7 +13,8 @@ use serde_json::{Map, Value, json};
 
 use crate::repair::{METHODS, resolve};
 
-/// The JSON Schema dialect of every input schema.
+/// The JSON Schema dialect of every schema here: input schemas are written in it without
+/// saying so (it is MCP's default); response schemas name it.
 pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
 
 /// How deep `$ref`s are inlined before a recursive schema is cut off (as an open object).
@@ -123,8 +124,9 @@ pub fn input_schema(doc: &Value, operation_id: &str) -> Result<Value, String> {
         properties.insert("body".into(), schema);
     }
 
+    // No `$schema`: 2020-12 is MCP's default dialect, and the line would cost every tool's
+    // schema tokens in every conversation.
     let mut out = Map::new();
-    out.insert("$schema".into(), Value::String(DIALECT.into()));
     out.insert("type".into(), Value::String("object".into()));
     out.insert("properties".into(), Value::Object(properties));
     if !required.is_empty() {

@@ -5,139 +5,127 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use super::{Answer, Ctx, Task, iso_ms, nullable, num, object, row, text};
+use super::{Answer, Ctx, Task, iso_ms, num, table, table_schema, text};
 use crate::error::ToolError;
 use crate::ibkr::gateway::{self, ops};
 use crate::ibkr::market::number;
 
 /// Order statuses after which nothing more happens to an order.
 const DONE: &[&str] = &["filled", "cancelled", "inactive", "apicancelled", "expired"];
+/// The columns of the summary, position, order and trade tables.
+const SUMMARY_COLUMNS: &[&str] = &[
+    "account",
+    "currency",
+    "net_liquidation",
+    "cash",
+    "buying_power",
+    "available_funds",
+    "excess_liquidity",
+    "gross_position_value",
+    "init_margin",
+    "maint_margin",
+    "daily_pnl",
+    "unrealized_pnl",
+];
+const POSITION_COLUMNS: &[&str] = &[
+    "account",
+    "symbol",
+    "asset_class",
+    "quantity",
+    "price",
+    "market_value",
+    "notional",
+    "avg_price",
+    "unrealized_pnl",
+    "realized_pnl",
+    "currency",
+    "conid",
+];
+const ORDER_COLUMNS: &[&str] = &[
+    "order_id",
+    "account",
+    "symbol",
+    "side",
+    "quantity",
+    "filled",
+    "order_type",
+    "limit_price",
+    "stop_price",
+    "tif",
+    "status",
+    "avg_fill_price",
+    "updated",
+    "conid",
+];
+const TRADE_COLUMNS: &[&str] = &[
+    "time",
+    "account",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "commission",
+    "net_amount",
+    "exchange",
+    "order_ref",
+    "sec_type",
+    "conid",
+    "execution_id",
+];
 /// Positions pages IBKR sends (100 positions each) that a call reads at most.
 const MAX_PAGES: usize = 10;
 
 pub(super) fn tasks() -> Vec<Task> {
     let account = json!({ "type": "string", "description": "One account id; default: every account of the login" });
-    let money = || nullable("number");
     vec![
         Task {
             name: "get_account_summary",
-            description: "Account overview for every account of the login (or one): net \
-                          liquidation value, cash, buying power, available funds, excess \
-                          liquidity, gross position value, margin requirements, and today's and \
-                          unrealized P&L. Amounts are numbers in the account's currency.",
+            description: "Overview of every account of the login (or one), as a table: \
+                          account, currency, net_liquidation, cash, buying_power, \
+                          available_funds, excess_liquidity, gross_position_value, init_margin, \
+                          maint_margin, daily_pnl, unrealized_pnl.",
             input: json!({ "type": "object", "properties": { "account": account } }),
-            output: object(&[(
-                "accounts",
-                json!({ "type": "array", "items": row(&[
-                    ("account", json!({ "type": "string" })),
-                    ("currency", nullable("string")),
-                    ("net_liquidation", money()),
-                    ("cash", money()),
-                    ("buying_power", money()),
-                    ("available_funds", money()),
-                    ("excess_liquidity", money()),
-                    ("gross_position_value", money()),
-                    ("init_margin", money()),
-                    ("maint_margin", money()),
-                    ("daily_pnl", money()),
-                    ("unrealized_pnl", money()),
-                ]) }),
-            )]),
+            output: table_schema(&[]),
             run: |c| Box::pin(summary(c)),
         },
         Task {
             name: "get_account_positions",
-            description: "Positions of every account of the login (or one), largest first: \
-                          symbol, asset class, quantity, price, market value, average price, \
-                          unrealized and realized P&L. For futures, market_value is what the \
-                          position adds to net liquidation (its unrealized P&L) and notional is \
-                          quantity x price x multiplier.",
+            description: "Positions of every account of the login (or one), largest first, as a \
+                          table: account, symbol (the contract: AAPL, ES DEC2026, AAPL JAN2027 \
+                          200 C), asset_class, quantity, price, market_value, notional, \
+                          avg_price, unrealized_pnl, realized_pnl, currency, conid. For futures \
+                          market_value is what the position adds to net liquidation (its \
+                          unrealized P&L) and notional is quantity x price x multiplier.",
             input: json!({ "type": "object", "properties": {
                 "account": account,
-                "limit": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50,
-                           "description": "Most positions returned" },
+                "limit": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50 },
             } }),
-            output: object(&[
-                (
-                    "positions",
-                    json!({ "type": "array", "items": row(&[
-                    ("account", json!({ "type": "string" })),
-                    ("symbol", nullable("string")),
-                    ("contract", nullable("string")),
-                    ("asset_class", nullable("string")),
-                    ("conid", json!({ "type": "integer" })),
-                    ("quantity", money()),
-                    ("price", money()),
-                    ("market_value", money()),
-                    ("notional", money()),
-                    ("avg_price", money()),
-                    ("unrealized_pnl", money()),
-                    ("realized_pnl", money()),
-                    ("currency", nullable("string")),
-                ]) }),
-                ),
-                ("total", json!({ "type": "integer" })),
-            ]),
+            output: table_schema(&[("total", json!({ "type": "integer" }))]),
             run: |c| Box::pin(positions(c)),
         },
         Task {
             name: "get_account_orders",
-            description: "Orders of the login's accounts (or one): working ones by default, or \
-                          all of today's. Each with id, symbol, side, quantity, filled, type, \
-                          limit and stop price, time in force and status.",
+            description: "Working orders of the login's accounts (or one; status all: today's \
+                          filled and cancelled too), as a table: order_id, account, symbol, \
+                          side, quantity, filled, order_type, limit_price, stop_price, tif, \
+                          status, avg_fill_price, updated, conid.",
             input: json!({ "type": "object", "properties": {
                 "account": account,
                 "status": { "type": "string", "enum": ["working", "all"], "default": "working" },
             } }),
-            output: object(&[(
-                "orders",
-                json!({ "type": "array", "items": row(&[
-                    ("order_id", json!({ "type": "string" })),
-                    ("account", nullable("string")),
-                    ("symbol", nullable("string")),
-                    ("conid", nullable("integer")),
-                    ("side", nullable("string")),
-                    ("quantity", money()),
-                    ("filled", money()),
-                    ("order_type", nullable("string")),
-                    ("limit_price", money()),
-                    ("stop_price", money()),
-                    ("tif", nullable("string")),
-                    ("status", nullable("string")),
-                    ("avg_fill_price", money()),
-                    ("description", nullable("string")),
-                    ("updated", nullable("string")),
-                ]) }),
-            )]),
+            output: table_schema(&[]),
             run: |c| Box::pin(orders(c)),
         },
         Task {
             name: "get_account_trades",
-            description: "Executions (fills) of the last days, newest first: time, account, \
-                          symbol, side, quantity, price, commission and net amount.",
+            description: "Fills of the last days (default 1, at most 7), newest first, as a \
+                          table: time, account, symbol, side, quantity, price, commission, \
+                          net_amount, exchange, order_ref, sec_type, conid, execution_id.",
             input: json!({ "type": "object", "properties": {
                 "account": account,
-                "days": { "type": "integer", "minimum": 1, "maximum": 7, "default": 1,
-                          "description": "How many days back (IBKR keeps 7)" },
+                "days": { "type": "integer", "minimum": 1, "maximum": 7, "default": 1 },
             } }),
-            output: object(&[(
-                "trades",
-                json!({ "type": "array", "items": row(&[
-                    ("time", nullable("string")),
-                    ("account", nullable("string")),
-                    ("symbol", nullable("string")),
-                    ("conid", nullable("integer")),
-                    ("sec_type", nullable("string")),
-                    ("side", nullable("string")),
-                    ("quantity", money()),
-                    ("price", money()),
-                    ("commission", money()),
-                    ("net_amount", money()),
-                    ("exchange", nullable("string")),
-                    ("order_ref", nullable("string")),
-                    ("execution_id", nullable("string")),
-                ]) }),
-            )]),
+            output: table_schema(&[]),
             run: |c| Box::pin(trades(c)),
         },
     ]
@@ -228,7 +216,7 @@ async fn summary(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         rows.push(summary_row(a, &s, &pnl));
     }
     Ok(Answer {
-        value: json!({ "accounts": rows }),
+        value: table(SUMMARY_COLUMNS, &rows),
         notes,
     })
 }
@@ -313,7 +301,11 @@ async fn positions(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         ));
     }
     Ok(Answer {
-        value: json!({ "positions": rows, "total": total }),
+        value: {
+            let mut t = table(POSITION_COLUMNS, &rows);
+            t["total"] = json!(total);
+            t
+        },
         notes,
     })
 }
@@ -332,19 +324,14 @@ fn position_row(account: &str, p: &Value) -> Value {
         ),
         _ => (f("mktValue"), None),
     };
-    let contract = text(p.get("contractDesc"));
-    let symbol = match text(p.get("ticker")) {
-        Value::Null => contract
-            .as_str()
-            .and_then(|d| d.split_whitespace().next())
-            .map_or(Value::Null, |s| Value::String(s.to_string())),
-        t => t,
+    let symbol = match text(p.get("contractDesc")) {
+        Value::Null => text(p.get("ticker")),
+        d => d,
     };
     let n = |x: Option<f64>| x.map_or(Value::Null, |x| json!(super::round(x)));
     json!({
         "account": account,
         "symbol": symbol,
-        "contract": contract,
         "asset_class": text(p.get("assetClass")),
         "conid": p.get("conid").and_then(number).map_or(0, |c| c as i64),
         "quantity": n(qty),
@@ -388,7 +375,7 @@ async fn orders(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         })
         .map(order_row)
         .collect();
-    Ok(Answer::new(json!({ "orders": rows })))
+    Ok(Answer::new(table(ORDER_COLUMNS, &rows)))
 }
 
 /// One order of `/iserver/account/orders`.
@@ -412,7 +399,6 @@ fn order_row(o: &Value) -> Value {
         "tif": text(o.get("timeInForce")),
         "status": text(o.get("status")),
         "avg_fill_price": num(o.get("avgPrice")),
-        "description": text(o.get("orderDesc")),
         "updated": o.get("lastExecutionTime_r").and_then(number).and_then(|t| iso_ms(t as i64)),
     })
 }
@@ -437,7 +423,7 @@ async fn trades(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         .map(trade_row)
         .collect();
     rows.sort_by(|a, b| b["time"].as_str().cmp(&a["time"].as_str()));
-    Ok(Answer::new(json!({ "trades": rows })))
+    Ok(Answer::new(table(TRADE_COLUMNS, &rows)))
 }
 
 /// One execution of `/iserver/account/trades`.
@@ -496,7 +482,7 @@ mod tests {
         let r = position_row("DU1", &p);
         assert_eq!(r["market_value"], 1500.0);
         assert_eq!(r["notional"], 600000.0);
-        assert_eq!(r["symbol"], "ES");
+        assert_eq!(r["symbol"], "ES DEC26");
         let s = position_row(
             "DU1",
             &json!({"conid": 2, "contractDesc": "AAPL", "assetClass": "STK", "position": 10,

@@ -4,7 +4,7 @@
 use chrono::NaiveDate;
 use serde_json::{Value, json};
 
-use super::{Answer, Ctx, Task, nullable, object, row};
+use super::{Answer, Ctx, Task, object, table, table_schema};
 use crate::error::ToolError;
 use crate::ibkr::gateway::{self, ops};
 use crate::ibkr::market::{number, plain_number};
@@ -65,41 +65,22 @@ pub(super) fn tasks() -> Vec<Task> {
                 "strikes": { "type": "integer", "minimum": 1, "maximum": MAX_STRIKES, "default": 6,
                              "description": "How many strikes around the money" },
             } }),
-            output: object(&[
+            output: table_schema(&[
                 ("symbol", json!({ "type": "string" })),
-                ("underlying_price", nullable("number")),
+                ("underlying_price", json!({ "type": "number" })),
                 ("expiry", json!({ "type": "string" })),
-                (
-                    "columns",
-                    json!({ "type": "array", "items": { "type": "string" } }),
-                ),
-                (
-                    "rows",
-                    json!({ "type": "array", "items": { "type": "array",
-                        "items": { "type": ["string", "number", "null"] } } }),
-                ),
             ]),
             run: |c| Box::pin(chain(c)),
         },
         Task {
             name: "search_futures",
-            description: "Futures of a root symbol (ES, CL, GC), nearest first: conid, expiry \
-                          and last trading day, and the name other tools accept (ES Mar27).",
+            description: "Futures of a root symbol (ES, CL, GC), nearest first, as a table: \
+                          name (as other tools accept it: ES Mar27), conid, expiry, \
+                          last_trading_day.",
             input: json!({ "type": "object", "required": ["symbol"], "properties": {
                 "symbol": { "type": "string", "pattern": "^[A-Za-z0-9]{1,10}$" },
             } }),
-            output: object(&[
-                ("symbol", json!({ "type": "string" })),
-                (
-                    "futures",
-                    json!({ "type": "array", "items": row(&[
-                        ("name", json!({ "type": "string" })),
-                        ("conid", json!({ "type": "integer" })),
-                        ("expiry", nullable("string")),
-                        ("last_trading_day", nullable("string")),
-                    ]) }),
-                ),
-            ]),
+            output: table_schema(&[("symbol", json!({ "type": "string" }))]),
             run: |c| Box::pin(futures(c)),
         },
     ]
@@ -426,10 +407,10 @@ async fn futures(c: &Ctx<'_>) -> Result<Answer, ToolError> {
              symbols"
         )));
     }
-    Ok(Answer::new(json!({
-        "symbol": symbol,
-        "futures": rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
-    })))
+    let rows: Vec<Value> = rows.into_iter().map(|(_, r)| r).collect();
+    let mut t = table(&["name", "conid", "expiry", "last_trading_day"], &rows);
+    t["symbol"] = json!(symbol);
+    Ok(Answer::new(t))
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use super::{Answer, Ctx, Task, iso_ms, nullable, object, row, text};
+use super::{Answer, Ctx, Task, iso_ms, table, table_schema, text};
 use crate::error::ToolError;
 use crate::ibkr::gateway::{self, ops};
 use crate::ibkr::market::number;
@@ -94,36 +94,26 @@ pub(super) fn tasks() -> Vec<Task> {
     let symbol = "A symbol (AAPL; SPY@ARCA for one exchange), a conid, a future (ES Mar27) or an \
                   option (AAPL 2027-01-15 200 C)";
     let field_names: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
-    // The named fields asked for, each a number or null.
-    let mut quote = row(&[
-        ("symbol", json!({ "type": "string" })),
-        ("conid", json!({ "type": "integer" })),
-        (
-            "data_status",
-            json!({ "enum": ["live", "delayed", "frozen", "frozen_delayed", "none", "unknown"] }),
-        ),
-    ]);
-    quote["additionalProperties"] = nullable("number");
     vec![
         Task {
             name: "get_price_snapshot",
-            description: "Current quotes for up to 50 symbols in one call, as numbers: last, \
-                          bid, ask, change, change_pct, volume, prior_close by default; also \
-                          open, high, low, sizes, mark, and for options iv (percent) and greeks. \
-                          data_status says live, delayed or frozen.",
+            description: "Quotes for up to 50 symbols in one call, as a table: symbol, conid, \
+                          data_status (live, delayed, frozen, none), then the fields asked for, \
+                          as numbers (default last, bid, ask, change, change_pct, volume, \
+                          prior_close; options also iv in percent and greeks).",
             input: json!({ "type": "object", "required": ["symbols"], "properties": {
                 "symbols": { "type": "array", "minItems": 1, "maxItems": MAX_SYMBOLS,
                              "items": { "type": "string", "description": symbol } },
                 "fields": { "type": "array", "items": { "type": "string", "enum": field_names } },
             } }),
-            output: object(&[("quotes", json!({ "type": "array", "items": quote }))]),
+            output: table_schema(&[]),
             run: |c| Box::pin(snapshot(c)),
         },
         Task {
             name: "get_price_history",
-            description: "Price bars for one symbol over a period, oldest first, each a row \
-                          [time (ISO 8601 UTC), open, high, low, close, volume] as `columns` says. Periods: d days, w weeks, m months, y years; \
-                          bars: 1min..4h, 1d, 1w, 1month. IBKR returns at most 1000 bars.",
+            description: "Price bars of one symbol, oldest first, as a table: time (ISO 8601 \
+                          UTC), open, high, low, close, volume. Period units: d, w, m (months), \
+                          y. At most 1000 bars.",
             input: json!({ "type": "object", "required": ["symbol", "period", "bar"], "properties": {
                 "symbol": { "type": "string", "description": symbol },
                 "period": { "type": "string", "enum": PERIODS.iter().map(|p| p.0).collect::<Vec<_>>() },
@@ -131,28 +121,19 @@ pub(super) fn tasks() -> Vec<Task> {
                 "outside_rth": { "type": "boolean", "default": false,
                                  "description": "Include bars outside regular trading hours" },
             } }),
-            output: object(&[
+            output: table_schema(&[
                 ("symbol", json!({ "type": "string" })),
                 ("conid", json!({ "type": "integer" })),
                 ("period", json!({ "type": "string" })),
                 ("bar", json!({ "type": "string" })),
-                (
-                    "columns",
-                    json!({ "type": "array", "items": { "type": "string" } }),
-                ),
-                (
-                    "bars",
-                    json!({ "type": "array", "items": { "type": "array",
-                        "items": { "type": ["string", "number", "null"] } } }),
-                ),
             ]),
             run: |c| Box::pin(history(c)),
         },
         Task {
             name: "scan_market",
-            description: "Runs one of IBKR's market scans and returns the top rows: rank, \
-                          symbol, conid, name, exchange and the scan's value (change in \
-                          percent, volume or price).",
+            description: "Runs one of IBKR's market scans; the top rows as a table: rank, \
+                          symbol, name, exchange, value (what `value` names: change in percent, \
+                          volume or price), conid.",
             input: json!({ "type": "object", "required": ["scan"], "properties": {
                 "scan": { "type": "string", "enum": SCANS.iter().map(|s| s.0).collect::<Vec<_>>() },
                 "universe": { "type": "string", "enum": UNIVERSES.iter().map(|u| u.0).collect::<Vec<_>>(),
@@ -161,44 +142,22 @@ pub(super) fn tasks() -> Vec<Task> {
                 "min_price": { "type": "number", "minimum": 0 },
                 "max_price": { "type": "number", "minimum": 0 },
             } }),
-            output: object(&[
+            output: table_schema(&[
                 ("scan", json!({ "type": "string" })),
                 ("value", json!({ "type": "string" })),
-                (
-                    "rows",
-                    json!({ "type": "array", "items": row(&[
-                        ("rank", json!({ "type": "integer" })),
-                        ("symbol", nullable("string")),
-                        ("conid", nullable("integer")),
-                        ("name", nullable("string")),
-                        ("exchange", nullable("string")),
-                        ("value", nullable("number")),
-                    ]) }),
-                ),
             ]),
             run: |c| Box::pin(scan(c)),
         },
         Task {
             name: "search_contracts",
-            description: "Finds contracts by symbol (or by company name with by_name): conid, \
-                          symbol, name, exchange, type, and which derivatives exist (option and \
-                          futures months).",
+            description: "Finds contracts by symbol (or company name with by_name), as a \
+                          table: conid, symbol, name, exchange, sec_type, option_months, \
+                          future_months.",
             input: json!({ "type": "object", "required": ["query"], "properties": {
                 "query": { "type": "string", "minLength": 1, "maxLength": 40 },
                 "by_name": { "type": "boolean", "default": false },
             } }),
-            output: object(&[(
-                "contracts",
-                json!({ "type": "array", "items": row(&[
-                    ("conid", json!({ "type": "integer" })),
-                    ("symbol", nullable("string")),
-                    ("name", nullable("string")),
-                    ("exchange", nullable("string")),
-                    ("sec_type", nullable("string")),
-                    ("option_months", json!({ "type": "array", "items": { "type": "string" } })),
-                    ("future_months", json!({ "type": "array", "items": { "type": "string" } })),
-                ]) }),
-            )]),
+            output: table_schema(&[]),
             run: |c| Box::pin(search(c)),
         },
     ]
@@ -306,8 +265,10 @@ async fn snapshot(c: &Ctx<'_>) -> Result<Answer, ToolError> {
             quote_row(&r.label, r.conid, entry, &names)
         })
         .collect();
+    let mut columns = vec!["symbol", "conid", "data_status"];
+    columns.extend(names.iter().copied());
     Ok(Answer {
-        value: json!({ "quotes": rows }),
+        value: table(&columns, &rows),
         notes,
     })
 }
@@ -428,7 +389,7 @@ async fn history(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     Ok(Answer {
         value: json!({
             "symbol": r.label, "conid": r.conid, "period": period, "bar": bar,
-            "columns": BAR_COLUMNS, "bars": bars,
+            "columns": BAR_COLUMNS, "rows": bars,
         }),
         notes,
     })
@@ -503,7 +464,15 @@ async fn scan(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         ));
     }
     Ok(Answer {
-        value: json!({ "scan": name, "value": value, "rows": rows }),
+        value: {
+            let mut t = table(
+                &["rank", "symbol", "name", "exchange", "value", "conid"],
+                &rows,
+            );
+            t["scan"] = json!(name);
+            t["value"] = json!(value);
+            t
+        },
         notes,
     })
 }
@@ -553,7 +522,18 @@ async fn search(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         ));
     }
     Ok(Answer {
-        value: json!({ "contracts": rows }),
+        value: table(
+            &[
+                "conid",
+                "symbol",
+                "name",
+                "exchange",
+                "sec_type",
+                "option_months",
+                "future_months",
+            ],
+            &rows,
+        ),
         notes,
     })
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Answer, Ctx, Task, nullable, object, row};
+use super::{Answer, Ctx, Task, table, table_schema};
 use crate::error::ToolError;
 use crate::ibkr::gateway::{self, ops};
 use crate::ibkr::market::number;
@@ -23,29 +23,15 @@ pub(super) struct PaCache(Mutex<Option<(Instant, Vec<String>, Value)>>);
 pub(super) fn tasks() -> Vec<Task> {
     vec![Task {
         name: "get_pa_performance_all_periods",
-        description: "Time-weighted return and NAV of every account of the login (or one) for \
-                      each period IBKR computes (1D, 7D, MTD, 1M, YTD, 1Y, ...), or one period. \
-                      From Portfolio Analyst (updated overnight); one fetch serves follow-ups \
-                      for 15 minutes.",
+        description: "Time-weighted return of every account (or one) for each period \
+                      Portfolio Analyst computes (1D, 7D, MTD, 1M, YTD, 1Y) or one, as a table: \
+                      account, period, start, end, start_nav, end_nav, return_pct. Updated \
+                      overnight; one fetch serves 15 minutes.",
         input: json!({ "type": "object", "properties": {
             "account": { "type": "string", "description": "One account id; default: every account" },
             "period": { "type": "string", "pattern": "^[0-9A-Za-z]{2,4}$", "description": "e.g. MTD, 1M, YTD" },
         } }),
-        output: object(&[(
-            "accounts",
-            json!({ "type": "array", "items": row(&[
-                ("account", json!({ "type": "string" })),
-                ("currency", nullable("string")),
-                ("periods", json!({ "type": "array", "items": row(&[
-                    ("period", json!({ "type": "string" })),
-                    ("start", nullable("string")),
-                    ("end", nullable("string")),
-                    ("start_nav", nullable("number")),
-                    ("end_nav", nullable("number")),
-                    ("return_pct", nullable("number")),
-                ]) })),
-            ]) }),
-        )]),
+        output: table_schema(&[]),
         run: |c| Box::pin(performance(c)),
     }]
 }
@@ -126,18 +112,25 @@ async fn performance(c: &Ctx<'_>) -> Result<Answer, ToolError> {
                 listed.join(", ")
             )));
         }
-        let periods: Vec<Value> = chosen
-            .into_iter()
-            .filter_map(|p| acct.get(p.as_str()).map(|v| period_row(p, v)))
-            .collect();
-        rows.push(json!({
-            "account": a,
-            "currency": super::text(acct.get("baseCurrency").or_else(|| reply.get("currency"))),
-            "periods": periods,
+        rows.extend(chosen.into_iter().filter_map(|p| {
+            let mut r = period_row(p, acct.get(p.as_str())?);
+            r["account"] = json!(a);
+            Some(r)
         }));
     }
     Ok(Answer {
-        value: json!({ "accounts": rows }),
+        value: table(
+            &[
+                "account",
+                "period",
+                "start",
+                "end",
+                "start_nav",
+                "end_nav",
+                "return_pct",
+            ],
+            &rows,
+        ),
         notes,
     })
 }
