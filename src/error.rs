@@ -21,6 +21,16 @@ pub enum ToolError {
         /// The tool's arguments, briefly.
         usage: String,
     },
+    /// What an argument names was looked up at IBKR and not found, or is ambiguous (a symbol,
+    /// an account, an expiry); only lookups were sent.
+    Unresolved {
+        /// Tool name.
+        tool: String,
+        /// One line per argument, each naming its field and what to do.
+        problems: Vec<String>,
+        /// The tool's arguments, briefly.
+        usage: String,
+    },
     /// The tool changes state and this server only reads.
     TradingDisabled {
         /// Tool name.
@@ -146,6 +156,7 @@ impl ToolError {
     pub fn kind(&self) -> &'static str {
         match self {
             ToolError::InvalidArguments { .. } => "invalid_arguments",
+            ToolError::Unresolved { .. } => "unresolved",
             ToolError::TradingDisabled { .. } => "trading_disabled",
             ToolError::Unreachable { .. } => "gateway_unreachable",
             ToolError::Timeout { .. } => "timeout",
@@ -176,6 +187,23 @@ impl ToolError {
                 usage,
             } => {
                 let mut s = format!("Invalid arguments for `{tool}`; nothing was sent to IBKR.\n");
+                for p in problems {
+                    s.push_str("- ");
+                    s.push_str(p);
+                    s.push('\n');
+                }
+                s.push_str(&format!("Fix them and call again. Arguments: {usage}"));
+                s
+            }
+            ToolError::Unresolved {
+                tool,
+                problems,
+                usage,
+            } => {
+                let mut s = format!(
+                    "`{tool}` could not find what its arguments name at IBKR (only lookups were \
+                     made; nothing was changed).\n"
+                );
                 for p in problems {
                     s.push_str("- ");
                     s.push_str(p);
@@ -358,7 +386,10 @@ impl ToolError {
             ToolError::Paced { retry_after, .. } => {
                 json!({ "retry_after_seconds": retry_after.as_secs_f64() })
             }
-            ToolError::InvalidArguments { problems, .. } => json!({ "problems": problems }),
+            ToolError::InvalidArguments { problems, .. }
+            | ToolError::Unresolved { problems, .. } => {
+                json!({ "problems": problems })
+            }
             ToolError::PolicyRefused { rule, .. } => json!({ "rule": rule }),
             ToolError::QuestionPending {
                 reply_id,

@@ -368,155 +368,218 @@ async fn open_orders_and_trades_after_orders_on_a_paper_account() {
     chrono::DateTime::parse_from_rfc3339(fills[0]["time"].as_str().unwrap()).unwrap();
 }
 
-/// Each task tool with a bad or hostile argument: an actionable `isError`, and the request it
-/// would have made is not sent.
+/// Each task tool with a bad or hostile argument: an actionable `isError` (`invalid_arguments`
+/// when the schema or the server refuses it before sending anything, `unresolved` when a lookup
+/// at IBKR found nothing), and the request the tool was asked for is never sent.
 #[tokio::test]
 async fn bad_and_hostile_arguments_are_refused_and_nothing_is_sent() {
     let s = sim_server(quiet(), &["--allow-trading", "--toolsets", "all"]).await;
     s.wait_for(State::Ready, Duration::from_secs(20)).await;
-    let cases: &[(&str, Value, &str)] = &[
+    const INVALID: &str = "invalid_arguments";
+    const UNRESOLVED: &str = "unresolved";
+    let cases: &[(&str, Value, &str, &str)] = &[
         (
             "get_account_summary",
             json!({"account": "DU1234567/../../logout"}),
+            UNRESOLVED,
             "not an account of this login",
         ),
         (
             "get_account_summary",
             json!({"accountId": "DU1234567"}),
+            INVALID,
             "unknown argument",
         ),
-        ("get_account_positions", json!({"limit": 0}), "limit"),
+        (
+            "get_account_positions",
+            json!({"limit": 0}),
+            INVALID,
+            "limit",
+        ),
         (
             "get_account_positions",
             json!({"account": "U0000000"}),
+            UNRESOLVED,
             "its accounts are DU1234567, DU7654321",
         ),
         (
             "get_account_orders",
             json!({"status": "open; DROP"}),
+            INVALID,
             "status",
         ),
-        ("get_account_trades", json!({"days": 30}), "days"),
-        ("get_price_snapshot", json!({"symbols": []}), "symbols"),
+        ("get_account_trades", json!({"days": 30}), INVALID, "days"),
+        (
+            "get_price_snapshot",
+            json!({"symbols": []}),
+            INVALID,
+            "symbols",
+        ),
         (
             "get_price_snapshot",
             json!({"symbols": ["../../logout"]}),
+            UNRESOLVED,
             "is not a symbol",
         ),
         (
             "get_price_snapshot",
+            json!({"symbols": ["ES A€1", "ÄAPL"]}),
+            UNRESOLVED,
+            "symbols[1]",
+        ),
+        (
+            "get_price_snapshot",
             json!({"symbols": ["AAPL"], "fields": ["31"]}),
+            INVALID,
             "fields",
         ),
         (
             "get_price_snapshot",
             json!({"symbols": ["NOSUCH"]}),
+            UNRESOLVED,
             "no contract with symbol NOSUCH",
         ),
         (
             "get_price_history",
             json!({"symbol": "AAPL", "period": "1d", "bar": "1d; x"}),
+            INVALID,
             "bar",
         ),
         (
             "get_price_history",
             json!({"symbol": "AAPL", "period": "1d", "bar": "1w"}),
+            INVALID,
             "longer than the period",
         ),
         (
             "get_price_history",
             json!({"symbol": "ES Jan99", "period": "1d", "bar": "1h"}),
-            "no ES JAN99 future; listed: ES",
+            UNRESOLVED,
+            "no ES Jan99 future; listed: ES Dec",
         ),
         (
             "search_contracts",
             json!({"query": "AAPL?conid=1"}),
+            INVALID,
             "letters, digits",
         ),
-        ("search_contracts", json!({}), "query"),
+        ("search_contracts", json!({}), INVALID, "query"),
         (
             "get_option_parameters",
             json!({"symbol": "AAPL", "month": "13/27"}),
+            INVALID,
             "month",
         ),
         (
             "get_option_parameters",
             json!({"symbol": "AAPL", "month": "JAN99"}),
+            UNRESOLVED,
             "months listed",
         ),
         (
             "get_option_data",
             json!({"symbol": "AAPL", "strikes": 500}),
+            INVALID,
             "strikes",
         ),
         (
             "get_option_data",
             json!({"symbol": "AAPL", "expiry": "tomorrow"}),
+            INVALID,
             "not a date",
         ),
         (
             "get_option_data",
             json!({"symbol": "AAPL 2027-01-15 200 C"}),
-            "name its underlying",
+            UNRESOLVED,
+            "underlying",
         ),
         (
             "search_futures",
             json!({"symbol": "ES/../../logout"}),
+            INVALID,
             "symbol",
         ),
         (
             "search_futures",
             json!({"symbol": "ZZZZ"}),
-            "no futures with root symbol ZZZZ",
-        ),
-        (
-            "get_pa_performance_all_periods",
-            json!({"period": "10Y"}),
-            "has 1D",
+            UNRESOLVED,
+            "no futures with symbol ZZZZ",
         ),
         (
             "get_pa_performance_all_periods",
             json!({"account": "../logout"}),
+            UNRESOLVED,
             "not an account",
         ),
-        ("scan_market", json!({"scan": "TOP_PERC_GAIN"}), "scan"),
+        (
+            "scan_market",
+            json!({"scan": "TOP_PERC_GAIN"}),
+            INVALID,
+            "scan",
+        ),
         (
             "scan_market",
             json!({"scan": "top_gainers", "limit": 1000}),
+            INVALID,
             "limit",
+        ),
+        (
+            "scan_market",
+            json!({"scan": "top_gainers", "min_price": 50, "max_price": 10}),
+            INVALID,
+            "above `max_price`",
         ),
     ];
     let before = s.sim.control().counters().per_endpoint;
-    for (tool, a, says) in cases {
+    for (tool, a, kind, says) in cases {
         let r = s.server.call(tool, args(a.clone())).await.unwrap();
-        assert_eq!(
-            err_kind(&r),
-            "invalid_arguments",
-            "{tool} {a}: {}",
-            text_of(&r)
-        );
+        assert_eq!(err_kind(&r), *kind, "{tool} {a}: {}", text_of(&r));
         let text = text_of(&r);
         assert!(text.contains(says), "{tool} {a}: {text}");
         assert!(text.contains("Fix them and call again"), "{text}");
+        if *kind == UNRESOLVED {
+            assert!(text.contains("only lookups were made"), "{text}");
+        } else {
+            assert!(text.contains("nothing was sent to IBKR"), "{text}");
+        }
     }
     let after = s.sim.control().counters().per_endpoint;
-    // Only lookups (the account list, symbol searches) may have been made; none of the
-    // requests the tools were asked for, and never a logout.
+    // What the tools were asked for: none of it was requested, and never a logout.
+    let answers = [
+        "GET /portfolio/{accountId}/summary",
+        "GET /iserver/account/pnl/partitioned",
+        "GET /portfolio/{accountId}/positions/{pageId}",
+        "GET /iserver/account/orders",
+        "GET /iserver/account/trades",
+        "GET /iserver/marketdata/snapshot",
+        "GET /iserver/marketdata/history",
+        "POST /pa/allperiods",
+        "POST /iserver/scanner/run",
+        "POST /logout",
+        "GET /logout",
+    ];
+    for endpoint in answers {
+        assert_eq!(
+            after.get(endpoint),
+            before.get(endpoint),
+            "{endpoint} was called"
+        );
+    }
+    // Lookups only: the account list, searches, and the option and futures definitions.
     let lookups = [
         "GET /portfolio/accounts",
         "GET /iserver/secdef/search",
-        "GET /trsrv/futures",
-        "GET /iserver/secdef/strikes",
         "GET /iserver/secdef/info",
-        "POST /pa/allperiods",
+        "GET /iserver/secdef/strikes",
+        "GET /iserver/contract/{conid}/info",
         "POST /tickle",
         "POST /iserver/auth/status",
     ];
     for (endpoint, n) in &after {
-        if lookups.contains(&endpoint.as_str()) {
-            continue;
+        if !lookups.contains(&endpoint.as_str()) {
+            assert_eq!(before.get(endpoint), Some(n), "{endpoint} was called");
         }
-        assert_eq!(before.get(endpoint), Some(n), "{endpoint} was called");
     }
 }
 
@@ -629,7 +692,7 @@ async fn an_ambiguous_symbol_lists_its_candidates() {
         .call("get_price_snapshot", args(json!({"symbols": ["XYZ"]})))
         .await
         .unwrap();
-    assert_eq!(err_kind(&r), "invalid_arguments");
+    assert_eq!(err_kind(&r), "unresolved");
     let text = text_of(&r);
     assert!(
         text.contains("XYZ matches 2 listings")
@@ -747,7 +810,7 @@ async fn an_option_chain_slice_around_the_money_in_one_call() {
         )
         .await
         .unwrap();
-    assert_eq!(err_kind(&wrong), "invalid_arguments");
+    assert_eq!(err_kind(&wrong), "unresolved");
     assert!(
         text_of(&wrong).contains("months listed:"),
         "{}",
@@ -833,6 +896,20 @@ async fn futures_performance_and_scans_answer_in_one_call() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0]["period"], "YTD");
     assert_eq!(again[0]["account"], "DU7654321");
+    let bad = s
+        .server
+        .call(
+            "get_pa_performance_all_periods",
+            args(json!({"period": "10Y"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(err_kind(&bad), "unresolved");
+    assert!(
+        text_of(&bad).contains("it has 1D, 7D, MTD"),
+        "{}",
+        text_of(&bad)
+    );
     assert_eq!(
         s.hits("POST /pa/allperiods"),
         fetched,
@@ -945,4 +1022,61 @@ async fn everyday_requests_cost_few_calls_and_tokens() {
     )
     .unwrap();
     assert!(total <= 2_600, "{report}");
+}
+
+/// A session that lapsed under a task (IBKR answers 401) is re-opened and the task answered on
+/// the same call; gateway faults become errors that say what happened.
+#[tokio::test]
+async fn a_lapsed_session_is_reopened_and_faults_are_actionable() {
+    let s = sim_server(quiet(), &["--tickle-interval", "3600"]).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    s.sim.control().expire_session();
+    let r = s.server.call("get_account_summary", None).await.unwrap();
+    let v = ok("get_account_summary", &r);
+    assert_eq!(objects(&v).len(), 2);
+    assert!(text_of(&r).contains("re-opened"), "{}", text_of(&r));
+    assert!(s.hits("POST /iserver/auth/ssodh/init") >= 1);
+
+    s.sim.control().set_faults(ibkr_sim::Faults {
+        error_rate: 1.0,
+        only_prefixes: vec!["/iserver/marketdata".into()],
+        ..ibkr_sim::Faults::default()
+    });
+    let r = s
+        .server
+        .call("get_price_snapshot", args(json!({"symbols": ["AAPL"]})))
+        .await
+        .unwrap();
+    assert_eq!(err_kind(&r), "gateway_error", "{}", text_of(&r));
+    s.sim.control().set_faults(ibkr_sim::Faults {
+        garbage_rate: 1.0,
+        only_prefixes: vec!["/iserver/secdef/search".into()],
+        ..ibkr_sim::Faults::default()
+    });
+    let r = s
+        .server
+        .call("search_contracts", args(json!({"query": "IBM"})))
+        .await
+        .unwrap();
+    assert_eq!(err_kind(&r), "bad_reply", "{}", text_of(&r));
+    s.sim.control().set_faults(ibkr_sim::Faults::default());
+
+    // Many sessions at once: every call is answered (pacing makes them wait, not fail).
+    let symbols = ["AAPL", "MSFT", "SPY", "QQQ", "IBM", "NFLX", "GOOGL", "JPM"];
+    let calls = symbols.iter().map(|sym| {
+        let server = s.server.clone();
+        async move {
+            server
+                .call(
+                    "get_price_snapshot",
+                    args(json!({"symbols": [sym, "AAPL"]})),
+                )
+                .await
+                .unwrap()
+        }
+    });
+    for r in futures::future::join_all(calls).await {
+        let v = ok("get_price_snapshot", &r);
+        assert_eq!(objects(&v).len(), 2);
+    }
 }

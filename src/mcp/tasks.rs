@@ -42,6 +42,14 @@ pub struct Cache {
     performance: performance::PaCache,
 }
 
+impl Cache {
+    /// Forgets what belongs to one login: its accounts and their performance.
+    fn forget_login(&self) {
+        self.accounts.clear();
+        self.performance.clear();
+    }
+}
+
 /// What a task tool answers: a JSON object and notes for the model.
 #[derive(Debug, Default)]
 pub(crate) struct Answer {
@@ -101,7 +109,16 @@ impl Ctx<'_> {
         }
     }
 
-    /// An argument the model can fix.
+    /// An argument the model can fix, found wrong after looking it up at IBKR.
+    fn unresolved(&self, problem: impl Into<String>) -> ToolError {
+        ToolError::Unresolved {
+            tool: self.def.name.clone(),
+            problems: vec![problem.into()],
+            usage: results::usage(self.def),
+        }
+    }
+
+    /// An argument the model can fix, found wrong before anything was sent.
     fn invalid(&self, problem: impl Into<String>) -> ToolError {
         ToolError::InvalidArguments {
             tool: self.def.name.clone(),
@@ -207,8 +224,18 @@ impl IbkrServer {
             (&outcome, &self.state.session)
         {
             session.saw_unauthorized();
+            // A new brokerage session: the account list is read again (IBKR wants it read
+            // before other /portfolio requests, and the login may be another one).
+            self.state.tasks.forget_login();
             outcome = match session.ensure_ready(true).await {
-                Ok(()) => (task.run)(&ctx).await,
+                Ok(()) => (task.run)(&ctx).await.map(|mut a| {
+                    a.notes.push(
+                        "The brokerage session had lapsed (IBKR answered 401); this server \
+                         re-opened it and asked again."
+                            .into(),
+                    );
+                    a
+                }),
                 Err(p) => Err(self.session_error(p)),
             };
         }

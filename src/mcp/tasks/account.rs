@@ -135,20 +135,38 @@ pub(super) fn tasks() -> Vec<Task> {
 /// 5 s, and it must have been read before the other `/portfolio` requests of a session.
 const ACCOUNTS_TTL: Duration = Duration::from_secs(300);
 
-/// The login's accounts, as last read.
+/// The login's accounts, as last read, and whether a new session made them stale.
 #[derive(Debug, Default)]
-pub(super) struct AccountList(Mutex<Option<(Instant, Vec<String>)>>);
+pub(super) struct AccountList(Mutex<Option<(Instant, Vec<String>, bool)>>);
 
 impl AccountList {
+    /// The list, when it is fresh.
     pub(super) fn get(&self) -> Option<Vec<String>> {
         let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
         g.as_ref()
-            .filter(|(at, _)| at.elapsed() < ACCOUNTS_TTL)
-            .map(|(_, ids)| ids.clone())
+            .filter(|(at, _, stale)| !stale && at.elapsed() < ACCOUNTS_TTL)
+            .map(|(_, ids, _)| ids.clone())
+    }
+
+    /// The list even when stale, if it was read within IBKR's pacing window (so reading it
+    /// again now would be refused).
+    fn recent(&self) -> Option<Vec<String>> {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.as_ref()
+            .filter(|(at, _, _)| at.elapsed() < Duration::from_secs(6))
+            .map(|(_, ids, _)| ids.clone())
+    }
+
+    /// A new brokerage session: read the list again before the next `/portfolio` request.
+    pub(super) fn clear(&self) {
+        if let Some(entry) = self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            entry.2 = true;
+        }
     }
 
     fn put(&self, ids: &[String]) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), ids.to_vec()));
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), ids.to_vec(), false));
     }
 }
 
@@ -159,9 +177,20 @@ impl Ctx<'_> {
         let ids = match cache.get() {
             Some(ids) => ids,
             None => {
-                let v = crate::ibkr::fetch_portfolio_accounts(self.client())
-                    .await
-                    .map_err(|e| self.lookup(e))?;
+                let v = match crate::ibkr::fetch_portfolio_accounts(self.client()).await {
+                    Ok(v) => v,
+                    // Read moments ago (before the session was re-opened): IBKR allows it
+                    // once per 5 s, and the list read then is the login's.
+                    Err(e) if e.retry_after().is_some() && cache.recent().is_some() => {
+                        let ids = cache.recent().unwrap_or_default();
+                        Value::Array(
+                            ids.into_iter()
+                                .map(|id| json!({ "accountId": id }))
+                                .collect(),
+                        )
+                    }
+                    Err(e) => return Err(self.lookup(e)),
+                };
                 let ids: Vec<String> = v
                     .as_array()
                     .into_iter()
@@ -185,7 +214,7 @@ impl Ctx<'_> {
         match self.str_arg("account") {
             None => Ok(ids),
             Some(want) if ids.iter().any(|a| a == want) => Ok(vec![want.to_string()]),
-            Some(want) => Err(self.invalid(format!(
+            Some(want) => Err(self.unresolved(format!(
                 "`account`: {want:?} is not an account of this login; its accounts are {}",
                 ids.join(", ")
             ))),
@@ -198,6 +227,8 @@ async fn summary(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     let mut notes = Vec::new();
     let pnl = match gateway::call_json(c.client(), "P&L", ops::PNL, json!({})).await {
         Ok(v) => v,
+        // A lapsed session is re-opened and the whole task asked again (see `task`).
+        Err(e) if e.unauthorized() => return Err(c.lookup(e)),
         Err(e) => {
             notes.push(format!("P&L is missing: {}", c.lookup(e).message()));
             Value::Null
@@ -214,6 +245,14 @@ async fn summary(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         .await
         .map_err(|e| c.lookup(e))?;
         rows.push(summary_row(a, &s, &pnl));
+    }
+    let loaded = pnl.get("upnl").and_then(Value::as_object);
+    if !pnl.is_null() && loaded.is_none_or(|m| m.is_empty()) {
+        notes.push(
+            "IBKR has not loaded the P&L of this session yet (its first answer is empty): \
+             daily_pnl and unrealized_pnl are null; ask again in 5 seconds."
+                .into(),
+        );
     }
     Ok(Answer {
         value: table(SUMMARY_COLUMNS, &rows),
@@ -316,11 +355,16 @@ fn position_row(account: &str, p: &Value) -> Value {
     let class = p.get("assetClass").and_then(Value::as_str).unwrap_or("");
     let qty = f("position");
     let price = f("mktPrice");
-    let mult = f("multiplier").filter(|m| *m > 0.0).unwrap_or(1.0);
+    // IBKR often sends `multiplier: null` even for derivatives; average cost is the average
+    // price times the multiplier, so their ratio is the multiplier when it is missing.
+    let mult = f("multiplier").filter(|m| *m > 0.0).or_else(|| {
+        let (cost, px) = (f("avgCost")?, f("avgPrice").filter(|p| *p != 0.0)?);
+        Some((cost / px).round()).filter(|m| *m >= 1.0)
+    });
     let (market_value, notional) = match class {
         "FUT" => (
             f("unrealizedPnl"),
-            qty.zip(price).map(|(q, p)| q * p * mult),
+            qty.zip(price).zip(mult).map(|((q, p), m)| q * p * m),
         ),
         _ => (f("mktValue"), None),
     };
@@ -375,11 +419,33 @@ async fn orders(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         })
         .map(order_row)
         .collect();
-    Ok(Answer::new(table(ORDER_COLUMNS, &rows)))
+    let mut answer = Answer::new(table(ORDER_COLUMNS, &rows));
+    if rows.is_empty() && v.get("snapshot") != Some(&Value::Bool(true)) {
+        answer.notes.push(
+            "IBKR's first order list of a brokerage session can be empty while it loads \
+             (snapshot false): call again in 5 seconds before concluding there are no orders."
+                .into(),
+        );
+    }
+    Ok(answer)
 }
 
 /// One order of `/iserver/account/orders`.
 fn order_row(o: &Value) -> Value {
+    // A plain stop order carries its trigger in `price` (there is no limit); a stop-limit
+    // carries the limit in `price` and the trigger in `auxPrice`.
+    let kind = |k: &str| {
+        o.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_ascii_uppercase()
+            .replace(['_', ' '], "")
+    };
+    let order_type = match kind("orderType") {
+        t if t.is_empty() => kind("origOrderType"),
+        t => t,
+    };
+    let stop_only = order_type == "STOP" || order_type == "STP";
     let id = match o.get("orderId") {
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::String(s)) => s.clone(),
@@ -394,8 +460,12 @@ fn order_row(o: &Value) -> Value {
         "quantity": num(o.get("totalSize")),
         "filled": num(o.get("filledQuantity")),
         "order_type": text(o.get("orderType").or_else(|| o.get("origOrderType"))),
-        "limit_price": num(o.get("price")),
-        "stop_price": num(o.get("auxPrice").or_else(|| o.get("stop_price"))),
+        "limit_price": if stop_only { Value::Null } else { num(o.get("price")) },
+        "stop_price": if stop_only {
+            num(o.get("price").or_else(|| o.get("auxPrice")))
+        } else {
+            num(o.get("auxPrice").or_else(|| o.get("stop_price")))
+        },
         "tif": text(o.get("timeInForce")),
         "status": text(o.get("status")),
         "avg_fill_price": num(o.get("avgPrice")),
@@ -490,6 +560,14 @@ mod tests {
         );
         assert_eq!(s["market_value"], 2005.0);
         assert_eq!(s["notional"], Value::Null);
+        // A null multiplier (as IBKR sends it) is the ratio of average cost to average price.
+        let n = position_row(
+            "DU1",
+            &json!({"conid": 3, "contractDesc": "ES DEC26", "assetClass": "FUT", "position": 1,
+                    "mktPrice": 6000.0, "multiplier": null, "avgCost": 299500.0,
+                    "avgPrice": 5990.0, "unrealizedPnl": 500.0}),
+        );
+        assert_eq!(n["notional"], 300000.0);
     }
 
     #[test]
@@ -508,6 +586,15 @@ mod tests {
             "trade_time_r": 1697745361000_i64, "symbol": "IOT", "conid": 532274461,
         }));
         assert_eq!(t["side"], "BUY");
+        // IBKR's stop order: the trigger is `price`, and there is no limit.
+        let stop = order_row(&json!({"orderId": 7, "orderType": "Stop", "price": "0.50"}));
+        assert_eq!(stop["stop_price"], 0.5);
+        assert_eq!(stop["limit_price"], Value::Null);
+        let stop_limit = order_row(
+            &json!({"orderId": 8, "orderType": "Stop Limit", "price": "10.5", "auxPrice": "10"}),
+        );
+        assert_eq!(stop_limit["limit_price"], 10.5);
+        assert_eq!(stop_limit["stop_price"], 10.0);
         assert_eq!(t["price"], 23.25);
         assert_eq!(t["time"], "2023-10-19T19:56:01Z");
     }

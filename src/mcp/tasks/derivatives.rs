@@ -4,6 +4,7 @@
 use chrono::NaiveDate;
 use serde_json::{Value, json};
 
+use super::symbols::future_name;
 use super::{Answer, Ctx, Task, object, table, table_schema};
 use crate::error::ToolError;
 use crate::ibkr::gateway::{self, ops};
@@ -18,6 +19,8 @@ const CHAIN_COLUMNS: [&str; 12] = [
 const CHAIN_CODES: [&str; 9] = [
     "84", "86", "31", "7762", "7633", "7308", "7309", "7310", "7311",
 ];
+/// Most futures months `search_futures` reads.
+const MAX_FUTURE_MONTHS: usize = 8;
 /// Most strikes a chain slice covers.
 const MAX_STRIKES: u64 = 20;
 
@@ -75,8 +78,8 @@ pub(super) fn tasks() -> Vec<Task> {
         Task {
             name: "search_futures",
             description: "Futures of a root symbol (ES, CL, GC), nearest first, as a table: \
-                          name (as other tools accept it: ES Mar27), conid, expiry, \
-                          last_trading_day.",
+                          name (by contract month, as other tools accept it: ES Mar27), conid, \
+                          expiry, last_trading_day.",
             input: json!({ "type": "object", "required": ["symbol"], "properties": {
                 "symbol": { "type": "string", "pattern": "^[A-Za-z0-9]{1,10}$" },
             } }),
@@ -105,7 +108,7 @@ impl Ctx<'_> {
         let input = self.str_arg("symbol").unwrap_or_default();
         let r = self.resolve("symbol", input).await?;
         if r.sec_type == "OPT" || r.sec_type == "FOP" {
-            return Err(self.invalid(format!(
+            return Err(self.unresolved(format!(
                 "`symbol`: {input} is an option; name its underlying (e.g. {})",
                 r.symbol
             )));
@@ -139,7 +142,7 @@ impl Ctx<'_> {
             .filter(|m| !m.is_empty())
             .collect();
         if months.is_empty() {
-            return Err(self.invalid(format!(
+            return Err(self.unresolved(format!(
                 "`symbol`: IBKR lists no options on {} (conid {})",
                 r.label, r.conid
             )));
@@ -213,7 +216,7 @@ impl Ctx<'_> {
         match wanted {
             None => Ok(u.months[0].clone()),
             Some(m) if u.months.contains(&m) => Ok(m),
-            Some(m) => Err(self.invalid(format!(
+            Some(m) => Err(self.unresolved(format!(
                 "no {} options expire in {m}; months listed: {}",
                 u.symbol,
                 u.months.join(", ")
@@ -253,7 +256,6 @@ fn around(strikes: &[f64], price: f64, n: usize) -> Vec<f64> {
 }
 
 async fn chain(c: &Ctx<'_>) -> Result<Answer, ToolError> {
-    let u = c.underlying().await?;
     let expiry = match c.str_arg("expiry") {
         Some(s) => Some(
             NaiveDate::parse_from_str(s, "%Y-%m-%d")
@@ -261,6 +263,7 @@ async fn chain(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         ),
         None => None,
     };
+    let u = c.underlying().await?;
     let month = c.month_arg(
         &u,
         expiry.map(|d| d.format("%b%y").to_string().to_ascii_uppercase()),
@@ -285,7 +288,7 @@ async fn chain(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     });
     let strikes = c.strikes(&u, &month).await?;
     let Some(price) = market_price.or_else(|| strikes.get(strikes.len() / 2).copied()) else {
-        return Err(c.invalid(format!("no {} strikes listed for {month}", u.symbol)));
+        return Err(c.unresolved(format!("no {} strikes listed for {month}", u.symbol)));
     };
     if market_price.is_none() {
         notes.push(format!(
@@ -323,14 +326,14 @@ async fn chain(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     let expiry_text = match (wanted.as_deref().and_then(iso_date), expiry) {
         (Some(e), _) if !contracts.is_empty() => e,
         (_, Some(d)) => {
-            return Err(c.invalid(format!(
+            return Err(c.unresolved(format!(
                 "`expiry`: no {} option expires on {d}; {month} expiries: {}",
                 u.symbol,
                 seen.join(", ")
             )));
         }
         _ => {
-            return Err(c.invalid(format!(
+            return Err(c.unresolved(format!(
                 "no {} option of {month} expires today or later; get_option_parameters lists \
                  the months",
                 u.symbol
@@ -365,52 +368,61 @@ async fn chain(c: &Ctx<'_>) -> Result<Answer, ToolError> {
 
 async fn futures(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     let symbol = c.str_arg("symbol").unwrap_or_default().to_ascii_uppercase();
-    let v = gateway::call_json(
+    let (underlying, months, exchange) = c
+        .futures_months(&symbol)
+        .await
+        .map_err(|f| c.failed("symbol", f))?;
+    // Last trading days, by conid (one request for every month).
+    let ltd: std::collections::HashMap<i64, String> = match gateway::call_json(
         c.client(),
         format!("futures of {symbol}"),
         ops::FUTURES,
         json!({ "symbols": symbol }),
     )
     .await
-    .map_err(|e| c.lookup(e))?;
-    let mut rows: Vec<(String, Value)> = v
-        .get(&symbol)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|f| {
-            let conid = f.get("conid").and_then(number)? as i64;
-            let exp = f
-                .get("expirationDate")
-                .and_then(number)
-                .map(|x| (x as i64).to_string())?;
-            let d = NaiveDate::parse_from_str(&exp, "%Y%m%d").ok()?;
-            let ltd = f
-                .get("ltd")
-                .and_then(number)
-                .and_then(|x| iso_date(&(x as i64).to_string()));
-            Some((
-                exp,
-                json!({
-                    "name": format!("{symbol} {}", d.format("%b%y")),
-                    "conid": conid,
-                    "expiry": d.format("%Y-%m-%d").to_string(),
-                    "last_trading_day": ltd,
-                }),
-            ))
-        })
-        .collect();
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
-    if rows.is_empty() {
-        return Err(c.invalid(format!(
-            "`symbol`: IBKR lists no futures with root symbol {symbol}; search_contracts finds \
-             symbols"
-        )));
+    {
+        Ok(v) => v
+            .get(&symbol)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| {
+                let conid = f.get("conid").and_then(number)? as i64;
+                let ltd = f.get("ltd").and_then(number)?;
+                Some((conid, iso_date(&(ltd as i64).to_string())?))
+            })
+            .collect(),
+        Err(e) if e.unauthorized() => return Err(c.lookup(e)),
+        Err(_) => Default::default(),
+    };
+    let mut rows = Vec::new();
+    for month in months.iter().take(MAX_FUTURE_MONTHS) {
+        let found = c
+            .futures_of_month(underlying, month, exchange.as_deref())
+            .await
+            .map_err(|f| c.failed("symbol", f))?;
+        for (conid, expiry) in found {
+            rows.push(json!({
+                "name": future_name(&symbol, month),
+                "conid": conid,
+                "expiry": iso_date(&expiry),
+                "last_trading_day": ltd.get(&conid),
+            }));
+        }
     }
-    let rows: Vec<Value> = rows.into_iter().map(|(_, r)| r).collect();
-    let mut t = table(&["name", "conid", "expiry", "last_trading_day"], &rows);
-    t["symbol"] = json!(symbol);
-    Ok(Answer::new(t))
+    let mut answer = Answer::new({
+        let mut t = table(&["name", "conid", "expiry", "last_trading_day"], &rows);
+        t["symbol"] = json!(symbol);
+        t
+    });
+    if months.len() > MAX_FUTURE_MONTHS {
+        answer.notes.push(format!(
+            "The nearest {MAX_FUTURE_MONTHS} of {} months are shown; name a later one as \
+             {symbol} MonYY.",
+            months.len()
+        ));
+    }
+    Ok(answer)
 }
 
 #[cfg(test)]

@@ -234,12 +234,12 @@ async fn snapshot(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     for (i, s) in inputs.iter().enumerate() {
         match c.resolve(&format!("symbols[{i}]"), s).await {
             Ok(r) => resolved.push(r),
-            Err(ToolError::InvalidArguments { problems: p, .. }) => problems.extend(p),
+            Err(ToolError::Unresolved { problems: p, .. }) => problems.extend(p),
             Err(e) => return Err(e),
         }
     }
     if !problems.is_empty() {
-        return Err(ToolError::InvalidArguments {
+        return Err(ToolError::Unresolved {
             tool: c.def.name.clone(),
             problems,
             usage: super::results::usage(c.def),
@@ -265,6 +265,22 @@ async fn snapshot(c: &Ctx<'_>) -> Result<Answer, ToolError> {
             quote_row(&r.label, r.conid, entry, &names)
         })
         .collect();
+    let mut notes = notes;
+    for (r, row) in resolved.iter().zip(&rows) {
+        let missing: Vec<&str> = names
+            .iter()
+            .filter(|n| row.get(**n).is_none_or(Value::is_null))
+            .copied()
+            .collect();
+        if !missing.is_empty() && missing.len() < names.len() {
+            notes.push(format!(
+                "{}: no value yet for {} (not sent by IBKR yet, or not available for this \
+                 contract); ask again in a few seconds if needed.",
+                r.label,
+                missing.join(", ")
+            ));
+        }
+    }
     let mut columns = vec!["symbol", "conid", "data_status"];
     columns.extend(names.iter().copied());
     Ok(Answer {

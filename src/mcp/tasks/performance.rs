@@ -20,6 +20,12 @@ const TTL: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug, Default)]
 pub(super) struct PaCache(Mutex<Option<(Instant, Vec<String>, Value)>>);
 
+impl PaCache {
+    pub(super) fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 pub(super) fn tasks() -> Vec<Task> {
     vec![Task {
         name: "get_pa_performance_all_periods",
@@ -107,7 +113,7 @@ async fn performance(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         if let Some(p) = &period
             && chosen.is_empty()
         {
-            return Err(c.invalid(format!(
+            return Err(c.unresolved(format!(
                 "`period`: Portfolio Analyst has no {p} period; it has {}",
                 listed.join(", ")
             )));

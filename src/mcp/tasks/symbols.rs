@@ -119,6 +119,9 @@ fn valid_symbol(s: &str) -> bool {
 
 /// `MAR27`, `2027-03` or `202703` as (year, month).
 fn month_year(s: &str) -> Option<(i32, u32)> {
+    if !s.is_ascii() {
+        return None;
+    }
     if s.len() == 5 {
         let m = MONTHS.iter().position(|m| *m == &s[..3])? as u32 + 1;
         let y: i32 = s[3..].parse().ok()?;
@@ -199,8 +202,17 @@ fn parse(input: &str) -> Result<Spec, String> {
     Ok(Spec::Stock { symbol, exchange })
 }
 
+/// `ES` and `MAR27` as people write a future: `ES Mar27`.
+pub(crate) fn future_name(symbol: &str, month: &str) -> String {
+    let mut m = month.to_ascii_lowercase();
+    if let Some(first) = m.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    format!("{symbol} {m}")
+}
+
 /// Why a symbol did not resolve.
-pub enum Failure {
+pub(crate) enum Failure {
     /// The model can fix it (unknown, ambiguous, malformed): one line naming what to do.
     Fix(String),
     /// A request failed.
@@ -210,10 +222,16 @@ pub enum Failure {
 impl Ctx<'_> {
     /// Resolves `input` (field `field`, for messages) to a contract.
     pub(crate) async fn resolve(&self, field: &str, input: &str) -> Result<Resolved, ToolError> {
-        match self.resolve_inner(input).await {
-            Ok(r) => Ok(r),
-            Err(Failure::Fix(why)) => Err(self.invalid(format!("`{field}`: {why}"))),
-            Err(Failure::Call(e)) => Err(e),
+        self.resolve_inner(input)
+            .await
+            .map_err(|f| self.failed(field, f))
+    }
+
+    /// The error for a lookup about argument `field` that did not succeed.
+    pub(crate) fn failed(&self, field: &str, f: Failure) -> ToolError {
+        match f {
+            Failure::Fix(why) => self.unresolved(format!("`{field}`: {why}")),
+            Failure::Call(e) => e,
         }
     }
 
@@ -252,14 +270,10 @@ impl Ctx<'_> {
                 sec_type: f.sec_type.unwrap_or_default(),
                 exchange: None,
             }),
-            Err(e)
-                if e.status()
-                    .is_some_and(|s| (400..500).contains(&s) && s != 401) =>
-            {
-                Err(Failure::Fix(format!(
-                    "IBKR knows no contract with conid {conid}"
-                )))
-            }
+            // Only "bad request" / "not found" mean no such contract; a 429 or 403 does not.
+            Err(e) if matches!(e.status(), Some(400 | 404)) => Err(Failure::Fix(format!(
+                "IBKR knows no contract with conid {conid}"
+            ))),
             Err(e) => Err(Failure::Call(self.lookup(e))),
         }
     }
@@ -325,60 +339,128 @@ impl Ctx<'_> {
         }
     }
 
-    async fn future(&self, symbol: &str, year: i32, month: u32) -> Result<Resolved, Failure> {
+    /// The futures months IBKR lists for a root symbol (`DEC26`, `MAR27`: contract months, not
+    /// expiry months: a CL Jan27 contract expires in December), the underlying's conid and
+    /// the exchange to ask.
+    pub(crate) async fn futures_months(
+        &self,
+        symbol: &str,
+    ) -> Result<(i64, Vec<String>, Option<String>), Failure> {
         let found = gateway::call_json(
             self.client(),
-            format!("futures of {symbol}"),
-            ops::FUTURES,
-            json!({ "symbols": symbol }),
+            format!("futures months of {symbol}"),
+            ops::SECDEF_SEARCH,
+            json!({ "symbol": symbol }),
         )
         .await
         .map_err(|e| Failure::Call(self.lookup(e)))?;
-        let listed: Vec<(i64, NaiveDate)> = found
-            .get(symbol)
-            .and_then(Value::as_array)
+        for listing in found.as_array().into_iter().flatten() {
+            let same = listing
+                .get("symbol")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.eq_ignore_ascii_case(symbol));
+            let Some(conid) = listing.get("conid").and_then(number) else {
+                continue;
+            };
+            let fut = listing
+                .get("sections")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .find(|s| s.get("secType").and_then(Value::as_str) == Some("FUT"));
+            if let (true, Some(fut)) = (same, fut) {
+                let months: Vec<String> = fut
+                    .get("months")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .split(';')
+                    .map(|m| m.trim().to_ascii_uppercase())
+                    .filter(|m| !m.is_empty())
+                    .collect();
+                let exchange = fut
+                    .get("exchange")
+                    .and_then(Value::as_str)
+                    .and_then(|e| e.split(';').map(str::trim).find(|e| !e.is_empty()))
+                    .map(str::to_owned);
+                return Ok((conid as i64, months, exchange));
+            }
+        }
+        Err(Failure::Fix(format!(
+            "IBKR lists no futures with symbol {symbol}; search_contracts shows which \
+             contracts have futures months"
+        )))
+    }
+
+    /// The futures contracts of `symbol` for contract month `month` (`MAR27`): (conid,
+    /// YYYYMMDD expiry).
+    pub(crate) async fn futures_of_month(
+        &self,
+        underlying: i64,
+        month: &str,
+        exchange: Option<&str>,
+    ) -> Result<Vec<(i64, String)>, Failure> {
+        let mut args = json!({ "conid": underlying.to_string(), "sectype": "FUT", "month": month });
+        if let Some(e) = exchange {
+            args["exchange"] = json!(e);
+        }
+        let found = gateway::call_json(
+            self.client(),
+            format!("futures of {month}"),
+            ops::SECDEF_INFO,
+            args,
+        )
+        .await
+        .map_err(|e| Failure::Call(self.lookup(e)))?;
+        Ok(found
+            .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|f| {
-                let conid = f.get("conid").and_then(number)? as i64;
-                let exp = f.get("expirationDate").and_then(number)? as i64;
-                let d = NaiveDate::parse_from_str(&exp.to_string(), "%Y%m%d").ok()?;
-                Some((conid, d))
+            .filter_map(|c| {
+                Some((
+                    c.get("conid").and_then(number)? as i64,
+                    c.get("maturityDate")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                ))
             })
-            .collect();
-        let label = format!("{symbol} {}{:02}", MONTHS[month as usize - 1], year % 100);
-        let hits: Vec<&(i64, NaiveDate)> = listed
-            .iter()
-            .filter(|(_, d)| d.year() == year && d.month() == month)
-            .collect();
-        match hits.as_slice() {
+            .collect())
+    }
+
+    async fn future(&self, symbol: &str, year: i32, month: u32) -> Result<Resolved, Failure> {
+        let wanted = format!("{}{:02}", MONTHS[month as usize - 1], year % 100);
+        let label = format!("{symbol} {wanted}");
+        let (underlying, months, exchange) = self.futures_months(symbol).await?;
+        if !months.contains(&wanted) {
+            let listed: Vec<String> = months.iter().map(|m| future_name(symbol, m)).collect();
+            return Err(Failure::Fix(format!(
+                "no {} future; listed: {}",
+                future_name(symbol, &wanted),
+                listed.join(", ")
+            )));
+        }
+        let found = self
+            .futures_of_month(underlying, &wanted, exchange.as_deref())
+            .await?;
+        match found.as_slice() {
             [(conid, _)] => Ok(Resolved {
                 conid: *conid,
                 label,
                 symbol: symbol.to_string(),
                 sec_type: "FUT".into(),
-                exchange: None,
+                exchange,
             }),
-            [] if listed.is_empty() => Err(Failure::Fix(format!(
-                "IBKR lists no futures with symbol {symbol}"
+            [] => Err(Failure::Fix(format!(
+                "IBKR lists {label} but returned no contract for it; name it by conid \
+                 (search_futures)"
             ))),
-            [] => {
-                let months: Vec<String> = listed
-                    .iter()
-                    .map(|(_, d)| format!("{} {}", symbol, d.format("%b%y")))
-                    .collect();
-                Err(Failure::Fix(format!(
-                    "no {label} future; listed: {}",
-                    months.join(", ")
-                )))
-            }
             many => {
                 let list: Vec<String> = many
                     .iter()
                     .map(|(c, d)| format!("conid {c} expiring {d}"))
                     .collect();
                 Err(Failure::Fix(format!(
-                    "{label} matches {}: {}. Name one by its conid",
+                    "{label} matches {} contracts: {}. Name one by its conid",
                     many.len(),
                     list.join("; ")
                 )))
@@ -566,6 +648,10 @@ mod tests {
             "A 2027-13-40 1 C",
             "AAPL 2027-01-15 -5 C",
             "AAPL 2027-01-15 200 X",
+            "ES A€1",
+            "ES ÉÉ1",
+            "ÄAPL",
+            "AAPL 2027-01-15 2€0 C",
         ] {
             let e = parse(bad);
             assert!(e.is_err(), "{bad}: {e:?}");
@@ -585,6 +671,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(l.conid, 756733);
+        assert_eq!(future_name("CL", "JAN27"), "CL Jan27");
         assert_eq!(
             l.describe(),
             "SPY@ARCA (SPDR S&P 500 ETF TRUST STK, conid 756733)"
