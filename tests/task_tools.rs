@@ -513,6 +513,24 @@ async fn bad_and_hostile_arguments_are_refused_and_nothing_is_sent() {
             "not an account",
         ),
         (
+            "get_watchlists",
+            json!({"watchlist": "no such list"}),
+            UNRESOLVED,
+            "the login has",
+        ),
+        (
+            "get_watchlists",
+            json!({"watchlist": "x".repeat(100)}),
+            INVALID,
+            "watchlist",
+        ),
+        (
+            "get_alerts",
+            json!({"account": "DU1234567/../../logout"}),
+            UNRESOLVED,
+            "not an account",
+        ),
+        (
             "scan_market",
             json!({"scan": "TOP_PERC_GAIN"}),
             INVALID,
@@ -556,6 +574,8 @@ async fn bad_and_hostile_arguments_are_refused_and_nothing_is_sent() {
         "GET /iserver/marketdata/history",
         "POST /pa/allperiods",
         "POST /iserver/scanner/run",
+        "GET /iserver/account/{accountId}/alerts",
+        "GET /iserver/watchlist",
         "POST /logout",
         "GET /logout",
     ];
@@ -573,6 +593,7 @@ async fn bad_and_hostile_arguments_are_refused_and_nothing_is_sent() {
         "GET /iserver/secdef/info",
         "GET /iserver/secdef/strikes",
         "GET /iserver/contract/{conid}/info",
+        "GET /iserver/watchlists",
         "POST /tickle",
         "POST /iserver/auth/status",
     ];
@@ -1079,4 +1100,302 @@ async fn a_lapsed_session_is_reopened_and_faults_are_actionable() {
         let v = ok("get_price_snapshot", &r);
         assert_eq!(objects(&v).len(), 2);
     }
+}
+
+/// Every recorded reply of IBKR (../shared/ibkr-samples) for the requests the task tools make,
+/// served by a mock gateway: each becomes a result that fits the tool's output schema, with
+/// the values where IBKR put them.
+#[tokio::test]
+async fn every_recorded_ibkr_reply_fits_the_task_tools() {
+    let recorded = |dir: &str| -> Vec<(String, String, Value)> {
+        let path = common::shared_dir().join("ibkr-samples").join(dir);
+        let mut files: Vec<_> = std::fs::read_dir(&path)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|f| {
+                let v: Value = serde_json::from_slice(&std::fs::read(&f).unwrap()).unwrap();
+                let name = f.file_name().unwrap().to_string_lossy().into_owned();
+                (
+                    name,
+                    v["path"].as_str().unwrap().to_string(),
+                    v["body"].clone(),
+                )
+            })
+            .collect()
+    };
+    let account_of = |path: &str| path.split('/').nth(2).unwrap().to_string();
+    async fn with_accounts(gateway: &MockServer, ids: &[String]) {
+        let list: Vec<Value> = ids
+            .iter()
+            .map(|a| json!({"id": a, "accountId": a}))
+            .collect();
+        gateway
+            .mock_async(|when, then| {
+                when.method(GET).path("/v1/api/portfolio/accounts");
+                then.status(200).json_body(Value::Array(list));
+            })
+            .await;
+    }
+    let mut checked = 0;
+
+    for (name, path, body) in recorded("GET_portfolio_accountId_positions_pageId") {
+        let Some(items) = body.as_array().filter(|a| !a.is_empty()) else {
+            continue;
+        };
+        let gateway = MockServer::start_async().await;
+        let account = account_of(&path);
+        with_accounts(&gateway, std::slice::from_ref(&account)).await;
+        gateway
+            .mock_async(|when, then| {
+                when.method(GET).path(format!("/v1/api{path}"));
+                then.status(200).json_body(body.clone());
+            })
+            .await;
+        let s = common::server(&format!("{}/v1/api", gateway.base_url()), &[]);
+        let r = s.call("get_account_positions", None).await.unwrap();
+        let rows = objects(&ok("get_account_positions", &r));
+        let held = items
+            .iter()
+            .filter(|p| p["position"].as_f64() != Some(0.0))
+            .count();
+        assert_eq!(rows.len(), held, "{name}");
+        for row in &rows {
+            let raw = items.iter().find(|p| p["conid"] == row["conid"]).unwrap();
+            assert_eq!(row["quantity"].as_f64(), raw["position"].as_f64(), "{name}");
+            assert_eq!(row["symbol"], raw["contractDesc"], "{name}");
+        }
+        checked += 1;
+    }
+
+    for (name, _, body) in recorded("GET_iserver_account_orders") {
+        let orders: Vec<Value> = body
+            .get("orders")
+            .or(Some(&body))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut accounts: Vec<String> = orders
+            .iter()
+            .filter_map(|o| o.get("acct").or(o.get("account")).and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect();
+        accounts.sort();
+        accounts.dedup();
+        if accounts.is_empty() {
+            accounts.push("DU1".into());
+        }
+        let gateway = MockServer::start_async().await;
+        with_accounts(&gateway, &accounts).await;
+        gateway
+            .mock_async(|when, then| {
+                when.method(GET).path("/v1/api/iserver/account/orders");
+                then.status(200).json_body(body.clone());
+            })
+            .await;
+        let s = common::server(&format!("{}/v1/api", gateway.base_url()), &[]);
+        let r = s
+            .call("get_account_orders", args(json!({"status": "all"})))
+            .await
+            .unwrap();
+        let rows = objects(&ok("get_account_orders", &r));
+        assert_eq!(rows.len(), orders.len(), "{name}");
+        for (row, raw) in rows.iter().zip(&orders) {
+            assert_eq!(
+                row["order_id"],
+                raw["orderId"].to_string().trim_matches('"'),
+                "{name}"
+            );
+            assert!(row["quantity"].is_number(), "{name}: {row}");
+            assert!(row["status"].is_string(), "{name}: {row}");
+        }
+        if orders.is_empty() && body.get("snapshot") == Some(&json!(false)) {
+            assert!(text_of(&r).contains("call again in 5 seconds"), "{name}");
+        }
+        checked += 1;
+    }
+
+    for (name, _, body) in recorded("POST_iserver_scanner_run") {
+        let gateway = MockServer::start_async().await;
+        gateway
+            .mock_async(|when, then| {
+                when.method(POST).path("/v1/api/iserver/scanner/run");
+                then.status(200).json_body(body.clone());
+            })
+            .await;
+        let s = common::server(&format!("{}/v1/api", gateway.base_url()), &[]);
+        let r = s
+            .call(
+                "scan_market",
+                args(json!({"scan": "top_gainers", "limit": 50})),
+            )
+            .await
+            .unwrap();
+        let rows = objects(&ok("scan_market", &r));
+        let raw = body["contracts"].as_array().unwrap();
+        assert_eq!(rows.len(), raw.len().min(50), "{name}");
+        for (row, raw) in rows.iter().zip(raw) {
+            assert_eq!(row["symbol"], raw["symbol"], "{name}");
+            assert_eq!(row["conid"], raw["con_id"], "{name}");
+            if let Some(data) = raw.get("scan_data").and_then(Value::as_str) {
+                assert!(row["value"].is_number(), "{name}: {data} -> {row}");
+            }
+        }
+        checked += 1;
+    }
+
+    for (name, path, body) in recorded("GET_portfolio_accountId_summary") {
+        let gateway = MockServer::start_async().await;
+        let account = account_of(&path);
+        with_accounts(&gateway, std::slice::from_ref(&account)).await;
+        gateway
+            .mock_async(|when, then| {
+                when.method(GET).path(format!("/v1/api{path}"));
+                then.status(200).json_body(body.clone());
+            })
+            .await;
+        // IBKR's first P&L answer of a session, recorded: empty.
+        let pnl = recorded("GET_iserver_account_pnl_partitioned")
+            .into_iter()
+            .find(|(_, _, b)| b["upnl"].as_object().is_some_and(|m| m.is_empty()))
+            .unwrap()
+            .2;
+        gateway
+            .mock_async(|when, then| {
+                when.method(GET)
+                    .path("/v1/api/iserver/account/pnl/partitioned");
+                then.status(200).json_body(pnl.clone());
+            })
+            .await;
+        let s = common::server(&format!("{}/v1/api", gateway.base_url()), &[]);
+        let r = s.call("get_account_summary", None).await.unwrap();
+        let rows = objects(&ok("get_account_summary", &r));
+        assert_eq!(rows.len(), 1, "{name}");
+        assert_eq!(
+            rows[0]["net_liquidation"].as_f64(),
+            body["netliquidation"]["amount"].as_f64(),
+            "{name}"
+        );
+        assert_eq!(
+            rows[0]["cash"].as_f64(),
+            body["totalcashvalue"]["amount"].as_f64()
+        );
+        assert!(
+            text_of(&r).contains("has not loaded the P&L"),
+            "{}",
+            text_of(&r)
+        );
+        checked += 1;
+    }
+
+    for (name, _, body) in recorded("POST_pa_allperiods") {
+        let account = body["included"][0].as_str().unwrap().to_string();
+        let gateway = MockServer::start_async().await;
+        with_accounts(&gateway, std::slice::from_ref(&account)).await;
+        gateway
+            .mock_async(|when, then| {
+                when.method(POST).path("/v1/api/pa/allperiods");
+                then.status(200).json_body(body.clone());
+            })
+            .await;
+        let s = common::server(&format!("{}/v1/api", gateway.base_url()), &[]);
+        let r = s
+            .call(
+                "get_pa_performance_all_periods",
+                args(json!({"period": "MTD"})),
+            )
+            .await
+            .unwrap();
+        let rows = objects(&ok("get_pa_performance_all_periods", &r));
+        let raw = &body[account.as_str()]["MTD"];
+        let cps = raw["cps"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_f64()
+            .unwrap();
+        assert_eq!(rows.len(), 1, "{name}");
+        assert!((rows[0]["return_pct"].as_f64().unwrap() - cps * 100.0).abs() < 0.001);
+        assert_eq!(
+            rows[0]["end_nav"].as_f64().unwrap().round(),
+            raw["nav"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .as_f64()
+                .unwrap()
+                .round()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 18, "{checked} recorded replies checked");
+}
+
+#[tokio::test]
+async fn watchlists_and_alerts_agree_with_the_generated_tools() {
+    let s = sim_server(quiet(), ALL).await;
+    s.wait_for(State::Ready, Duration::from_secs(20)).await;
+    let w = s.server.call("get_watchlists", None).await.unwrap();
+    let lists = objects(&ok("get_watchlists", &w));
+    assert!(!lists.is_empty());
+    for l in &lists {
+        let raw = s
+            .server
+            .call("get_watchlist", args(json!({"id": l["id"]})))
+            .await
+            .unwrap();
+        let raw = raw.structured_content.unwrap();
+        let conids: Vec<i64> = raw["instruments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["conid"].as_i64())
+            .collect();
+        let got: Vec<i64> = l["conids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_i64().unwrap())
+            .collect();
+        assert_eq!(got, conids, "{l}");
+        assert_eq!(l["symbols"].as_array().unwrap().len(), conids.len());
+    }
+    let by_name = s
+        .server
+        .call(
+            "get_watchlists",
+            args(json!({"watchlist": lists[0]["name"].as_str().unwrap().to_lowercase()})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(objects(&ok("get_watchlists", &by_name)).len(), 1);
+
+    let a = s.server.call("get_alerts", None).await.unwrap();
+    let alerts = objects(&ok("get_alerts", &a));
+    let mut raw_count = 0;
+    for account in ["DU1234567", "DU7654321"] {
+        let raw = s
+            .server
+            .call("list_alerts", args(json!({"accountId": account})))
+            .await
+            .unwrap();
+        raw_count += raw.structured_content.unwrap()["items"]
+            .as_array()
+            .map_or(0, Vec::len);
+    }
+    assert!(raw_count > 0);
+    assert_eq!(alerts.len(), raw_count);
+    assert!(
+        alerts
+            .iter()
+            .all(|r| r["active"].is_boolean() && r["alert_id"].is_string()),
+        "{alerts:?}"
+    );
 }

@@ -33,7 +33,7 @@ pub struct Toolset {
 pub const TOOLSETS: &[Toolset] = &[
     Toolset {
         id: super::tasks::TOOLSET,
-        description: "What a trader asks, one call each: accounts, positions, orders, trades, quotes and history by symbol, options, futures, scans, performance",
+        description: "What a trader asks, one call each: accounts, positions, orders, trades, quotes and history by symbol, options, futures, scans, performance, watchlists, alerts",
         default: true,
     },
     Toolset {

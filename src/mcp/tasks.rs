@@ -15,6 +15,7 @@
 
 mod account;
 mod derivatives;
+mod lists;
 mod market;
 mod performance;
 mod symbols;
@@ -133,6 +134,7 @@ fn tasks() -> Vec<Task> {
     t.extend(market::tasks());
     t.extend(derivatives::tasks());
     t.extend(performance::tasks());
+    t.extend(lists::tasks());
     t
 }
 

@@ -55,6 +55,7 @@ const ORDER_COLUMNS: &[&str] = &[
     "status",
     "avg_fill_price",
     "updated",
+    "parent_id",
     "conid",
 ];
 const TRADE_COLUMNS: &[&str] = &[
@@ -108,7 +109,7 @@ pub(super) fn tasks() -> Vec<Task> {
             description: "Working orders of the login's accounts (or one; status all: today's \
                           filled and cancelled too), as a table: order_id, account, symbol, \
                           side, quantity, filled, order_type, limit_price, stop_price, tif, \
-                          status, avg_fill_price, updated, conid.",
+                          status, avg_fill_price, updated, parent_id (bracket legs), conid.",
             input: json!({ "type": "object", "properties": {
                 "account": account,
                 "status": { "type": "string", "enum": ["working", "all"], "default": "working" },
@@ -399,9 +400,9 @@ async fn orders(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         .await
         .map_err(|e| c.lookup(e))?;
     let working_only = c.str_arg("status") != Some("all");
-    let rows: Vec<Value> = v
-        .get("orders")
-        .and_then(Value::as_array)
+    // `{"orders": [...], "snapshot": ...}`, or (as some gateways answer) the bare array.
+    let listed = v.get("orders").or(Some(&v)).and_then(Value::as_array);
+    let rows: Vec<Value> = listed
         .into_iter()
         .flatten()
         .filter(|o| {
@@ -454,10 +455,21 @@ fn order_row(o: &Value) -> Value {
     json!({
         "order_id": id,
         "account": text(o.get("acct").or_else(|| o.get("account"))),
-        "symbol": text(o.get("ticker")),
+        "symbol": match text(o.get("ticker")) {
+            Value::Null => text(o.get("description1")),
+            t => t,
+        },
         "conid": o.get("conid").and_then(number).map(|c| c as i64),
         "side": text(o.get("side")),
-        "quantity": num(o.get("totalSize")),
+        "quantity": match num(o.get("totalSize")) {
+            Value::Null => {
+                let f = |k: &str| o.get(k).and_then(number);
+                f("filledQuantity")
+                    .zip(f("remainingQuantity"))
+                    .map_or(Value::Null, |(a, b)| json!(super::round(a + b)))
+            }
+            q => q,
+        },
         "filled": num(o.get("filledQuantity")),
         "order_type": text(o.get("orderType").or_else(|| o.get("origOrderType"))),
         "limit_price": if stop_only { Value::Null } else { num(o.get("price")) },
@@ -470,6 +482,7 @@ fn order_row(o: &Value) -> Value {
         "status": text(o.get("status")),
         "avg_fill_price": num(o.get("avgPrice")),
         "updated": o.get("lastExecutionTime_r").and_then(number).and_then(|t| iso_ms(t as i64)),
+        "parent_id": o.get("parentId").and_then(number).map(|p| (p as i64).to_string()),
     })
 }
 

@@ -107,6 +107,13 @@ impl Ctx<'_> {
     async fn underlying(&self) -> Result<Underlying, ToolError> {
         let input = self.str_arg("symbol").unwrap_or_default();
         let r = self.resolve("symbol", input).await?;
+        if r.sec_type == "FUT" {
+            return Err(self.unresolved(format!(
+                "`symbol`: {input} is a future; options on futures are not covered by this tool \
+                 (the generated get_secdef_info with sectype FOP lists them, with --toolsets \
+                 contracts)"
+            )));
+        }
         if r.sec_type == "OPT" || r.sec_type == "FOP" {
             return Err(self.unresolved(format!(
                 "`symbol`: {input} is an option; name its underlying (e.g. {})",
@@ -229,21 +236,38 @@ async fn parameters(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     let u = c.underlying().await?;
     let month = c.month_arg(&u, c.str_arg("month").map(str::to_ascii_uppercase))?;
     let strikes = c.strikes(&u, &month).await?;
-    let mut expiries: Vec<String> = match strikes.get(strikes.len() / 2) {
-        Some(mid) => c
-            .options_at(&u, &month, *mid, 'C')
-            .await?
-            .into_iter()
-            .filter_map(|(_, d)| iso_date(&d))
-            .collect(),
-        None => Vec::new(),
-    };
+    // Expiries of the month: weeklies may not list every strike, so three strikes across the
+    // range are asked.
+    let mut picks: Vec<f64> = [strikes.len() / 4, strikes.len() / 2, strikes.len() * 3 / 4]
+        .iter()
+        .filter_map(|i| strikes.get(*i).copied())
+        .collect();
+    picks.dedup();
+    let mut expiries: Vec<String> = Vec::new();
+    for k in picks {
+        expiries.extend(
+            c.options_at(&u, &month, k, 'C')
+                .await?
+                .into_iter()
+                .filter_map(|(_, d)| iso_date(&d)),
+        );
+    }
     expiries.sort();
     expiries.dedup();
-    Ok(Answer::new(json!({
-        "symbol": u.symbol, "conid": u.conid, "months": u.months, "month": month,
-        "expiries": expiries, "strikes": strikes,
-    })))
+    let mut answer_notes = Vec::new();
+    if strikes.is_empty() || expiries.is_empty() {
+        answer_notes.push(format!(
+            "IBKR listed no strikes or expiries for {} in {month}; try another month.",
+            u.symbol
+        ));
+    }
+    Ok(Answer {
+        value: json!({
+            "symbol": u.symbol, "conid": u.conid, "months": u.months, "month": month,
+            "expiries": expiries, "strikes": strikes,
+        }),
+        notes: answer_notes,
+    })
 }
 
 /// The `n` strikes nearest `price`, ascending.

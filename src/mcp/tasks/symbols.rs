@@ -104,9 +104,10 @@ const MONTHS: [&str; 12] = [
 ];
 
 /// How to write a symbol, for error messages.
-pub const FORMS: &str = "a symbol (AAPL, BRK B, SPY@ARCA for one exchange), a conid (265598), a \
-                         future as SYMBOL MonYY (ES Mar27) or an option as SYMBOL YYYY-MM-DD \
-                         STRIKE C|P (AAPL 2027-01-15 200 C)";
+pub const FORMS: &str = "a symbol (AAPL, BRK B, SPY@ARCA for one exchange; a numeric ticker with \
+                         its exchange, 7203@TSEJ), a conid (265598), a future as SYMBOL MonYY (ES \
+                         Mar27) or an option as SYMBOL YYYY-MM-DD STRIKE C|P (AAPL 2027-01-15 \
+                         200 C)";
 
 fn valid_symbol(s: &str) -> bool {
     !s.is_empty()
@@ -607,6 +608,13 @@ mod tests {
             Ok(Spec::Stock {
                 symbol: "SPY".into(),
                 exchange: Some("ARCA".into())
+            })
+        );
+        assert_eq!(
+            parse("7203@tsej"),
+            Ok(Spec::Stock {
+                symbol: "7203".into(),
+                exchange: Some("TSEJ".into())
             })
         );
         assert_eq!(
