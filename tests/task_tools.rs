@@ -343,8 +343,7 @@ async fn open_orders_and_trades_after_orders_on_a_paper_account() {
     assert!(o["limit_price"].as_f64().unwrap() < px, "{o}");
     assert!(o["order_id"].as_str().is_some_and(|id| !id.is_empty()));
 
-    // IBKR allows the order list once per 5 s: the next read waits for pacing or is refused
-    // with the time to wait; both are fine, a wrong answer is not.
+    // IBKR allows the order list once per 5 s: wait it out, so the next read is sent.
     tokio::time::sleep(Duration::from_millis(5200)).await;
     let all = s
         .server
@@ -668,12 +667,33 @@ async fn recorded_ibkr_replies_become_named_numbers() {
     assert_eq!(h["rows"].as_array().unwrap().len(), raw.len());
     assert_eq!(h["rows"][0][4], raw[0]["c"]);
     assert_eq!(h["rows"][0][0], "2022-11-28T14:30:00Z");
-    // Named on MEXI, the other listing is taken.
-    let mexi = s
+    // The search shows both listings; named on MEXI, the other one is taken.
+    let found = s
         .call("search_contracts", args(json!({"query": "SPY"})))
         .await
         .unwrap();
-    assert_eq!(objects(&ok("search_contracts", &mexi)).len(), 2);
+    let found = objects(&ok("search_contracts", &found));
+    assert_eq!(found.len(), 2);
+    let mexi = found.iter().find(|r| r["exchange"] == "MEXI").unwrap();
+    let mexi_conid = mexi["conid"].as_i64().unwrap();
+    assert_ne!(mexi_conid, 756733);
+    let on_mexi = gateway
+        .mock_async(|when, then| {
+            when.method(GET)
+                .path("/v1/api/iserver/marketdata/history")
+                .query_param("conid", mexi_conid.to_string());
+            then.status(200).json_body(history.clone());
+        })
+        .await;
+    let h = s
+        .call(
+            "get_price_history",
+            args(json!({"symbol": "SPY@MEXI", "period": "1m", "bar": "1d"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok("get_price_history", &h)["conid"], mexi_conid);
+    on_mexi.assert_calls_async(1).await;
     let t = s
         .call("get_account_trades", args(json!({"days": 7})))
         .await

@@ -94,6 +94,28 @@ impl Ctx<'_> {
         self.args.get(name).and_then(Value::as_str)
     }
 
+    /// Internal operation `op` with `args`: its 2xx JSON, or the error the model sees (`what`
+    /// names the request in it).
+    async fn fetch(
+        &self,
+        what: impl Into<String>,
+        op: crate::ibkr::gateway::Op,
+        args: Value,
+    ) -> Result<Value, ToolError> {
+        crate::ibkr::gateway::call_json(self.client(), what, op, args)
+            .await
+            .map_err(|e| self.lookup(e))
+    }
+
+    /// An integer argument bounded by its schema: `default` when absent.
+    fn count_arg(&self, name: &str, default: u64, max: u64) -> usize {
+        self.args
+            .get(name)
+            .and_then(Value::as_u64)
+            .unwrap_or(default)
+            .clamp(1, max) as usize
+    }
+
     /// A request the task made failed: the error the model sees.
     fn lookup(&self, e: LookupError) -> ToolError {
         let what = e.what.clone();
@@ -218,10 +240,10 @@ impl IbkrServer {
             def,
             args: &args,
         };
-        let mut outcome = self.task_session().await;
-        if outcome.is_ok() {
-            outcome = (task.run)(&ctx).await;
-        }
+        let mut outcome = match self.task_session().await {
+            Ok(()) => (task.run)(&ctx).await,
+            Err(e) => Err(e),
+        };
         if let (Err(ToolError::NotAuthenticated { .. }), Some(session)) =
             (&outcome, &self.state.session)
         {
@@ -248,14 +270,23 @@ impl IbkrServer {
     }
 
     /// Task tools use the brokerage session and the login's accounts.
-    async fn task_session(&self) -> Result<Answer, ToolError> {
-        if let Some(session) = &self.state.session {
-            session
+    async fn task_session(&self) -> Result<(), ToolError> {
+        match &self.state.session {
+            Some(session) => session
                 .ensure_ready(true)
                 .await
-                .map_err(|p| self.session_error(p))?;
+                .map_err(|p| self.session_error(p)),
+            None => Ok(()),
         }
-        Ok(Answer::default())
+    }
+}
+
+/// An id IBKR sends as a number or as text, as text.
+fn id_text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{Answer, Ctx, Task, iso_ms, num, table, table_schema, text};
 use crate::error::ToolError;
@@ -237,14 +237,13 @@ async fn summary(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     };
     let mut rows = Vec::new();
     for a in &accounts {
-        let s = gateway::call_json(
-            c.client(),
-            format!("summary of {a}"),
-            ops::PORTFOLIO_SUMMARY,
-            json!({ "accountId": a }),
-        )
-        .await
-        .map_err(|e| c.lookup(e))?;
+        let s = c
+            .fetch(
+                format!("summary of {a}"),
+                ops::PORTFOLIO_SUMMARY,
+                json!({ "accountId": a }),
+            )
+            .await?;
         rows.push(summary_row(a, &s, &pnl));
     }
     let loaded = pnl.get("upnl").and_then(Value::as_object);
@@ -287,24 +286,18 @@ fn summary_row(account: &str, s: &Value, pnl: &Value) -> Value {
 
 async fn positions(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     let accounts = c.accounts().await?;
-    let limit = c
-        .args
-        .get("limit")
-        .and_then(Value::as_u64)
-        .unwrap_or(50)
-        .clamp(1, 500) as usize;
+    let limit = c.count_arg("limit", 50, 500);
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for a in &accounts {
         for page in 0..MAX_PAGES {
-            let v = gateway::call_json(
-                c.client(),
-                format!("positions of {a}"),
-                ops::POSITIONS,
-                json!({ "accountId": a, "pageId": page.to_string() }),
-            )
-            .await
-            .map_err(|e| c.lookup(e))?;
+            let v = c
+                .fetch(
+                    format!("positions of {a}"),
+                    ops::POSITIONS,
+                    json!({ "accountId": a, "pageId": page.to_string() }),
+                )
+                .await?;
             let items = v.as_array().cloned().unwrap_or_default();
             let full = items.len() >= 100;
             rows.extend(
@@ -396,9 +389,7 @@ async fn orders(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         Some(a) => json!({ "accountId": a }),
         None => json!({}),
     };
-    let v = gateway::call_json(c.client(), "open orders", ops::LIVE_ORDERS, args)
-        .await
-        .map_err(|e| c.lookup(e))?;
+    let v = c.fetch("open orders", ops::LIVE_ORDERS, args).await?;
     let working_only = c.str_arg("status") != Some("all");
     // `{"orders": [...], "snapshot": ...}`, or (as some gateways answer) the bare array.
     let listed = v.get("orders").or(Some(&v)).and_then(Value::as_array);
@@ -447,11 +438,7 @@ fn order_row(o: &Value) -> Value {
         t => t,
     };
     let stop_only = order_type == "STOP" || order_type == "STP";
-    let id = match o.get("orderId") {
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::String(s)) => s.clone(),
-        _ => String::new(),
-    };
+    let id = super::id_text(o.get("orderId")).unwrap_or_default();
     json!({
         "order_id": id,
         "account": text(o.get("acct").or_else(|| o.get("account"))),
@@ -488,12 +475,10 @@ fn order_row(o: &Value) -> Value {
 
 async fn trades(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     let accounts = c.accounts().await?;
-    let days = c.args.get("days").and_then(Value::as_u64).unwrap_or(1);
-    let mut args = Map::new();
-    args.insert("days".into(), json!(days.clamp(1, 7).to_string()));
-    let v = gateway::call_json(c.client(), "trades", ops::TRADES, Value::Object(args))
-        .await
-        .map_err(|e| c.lookup(e))?;
+    let days = c.count_arg("days", 1, 7);
+    let v = c
+        .fetch("trades", ops::TRADES, json!({ "days": days.to_string() }))
+        .await?;
     let mut rows: Vec<Value> = v
         .as_array()
         .into_iter()

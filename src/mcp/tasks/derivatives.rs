@@ -4,11 +4,11 @@
 use chrono::NaiveDate;
 use serde_json::{Value, json};
 
-use super::symbols::future_name;
+use super::symbols::{future_name, section_months};
 use super::{Answer, Ctx, Task, object, table, table_schema};
 use crate::error::ToolError;
 use crate::ibkr::gateway::{self, ops};
-use crate::ibkr::market::{number, plain_number};
+use crate::ibkr::market::number;
 
 /// Columns of an option chain row.
 const CHAIN_COLUMNS: [&str; 12] = [
@@ -120,34 +120,24 @@ impl Ctx<'_> {
                 r.symbol
             )));
         }
-        let found = gateway::call_json(
-            self.client(),
-            format!("option months of {}", r.symbol),
-            ops::SECDEF_SEARCH,
-            json!({ "symbol": r.symbol }),
-        )
-        .await
-        .map_err(|e| self.lookup(e))?;
-        let months: Vec<String> = found
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|l| l.get("conid").and_then(number).map(|c| c as i64) == Some(r.conid))
-            .flat_map(|l| {
-                l.get("sections")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter(|s| s.get("secType").and_then(Value::as_str) == Some("OPT"))
-            .filter_map(|s| s.get("months").and_then(Value::as_str).map(str::to_owned))
-            .flat_map(|m| {
-                m.split(';')
-                    .map(|x| x.trim().to_string())
-                    .collect::<Vec<_>>()
-            })
-            .filter(|m| !m.is_empty())
-            .collect();
+        // A symbol was resolved through a search, which lists the option months; a conid
+        // was not, so its listing is searched for them.
+        let months = match r.option_months {
+            Some(m) => m,
+            None => self
+                .fetch(
+                    format!("option months of {}", r.symbol),
+                    ops::SECDEF_SEARCH,
+                    json!({ "symbol": r.symbol }),
+                )
+                .await?
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|l| l.get("conid").and_then(number).map(|c| c as i64) == Some(r.conid))
+                .and_then(|l| section_months(l, "OPT"))
+                .unwrap_or_default(),
+        };
         if months.is_empty() {
             return Err(self.unresolved(format!(
                 "`symbol`: IBKR lists no options on {} (conid {})",
@@ -163,14 +153,13 @@ impl Ctx<'_> {
 
     /// Call and put strikes of `month`, together, ascending.
     async fn strikes(&self, u: &Underlying, month: &str) -> Result<Vec<f64>, ToolError> {
-        let v = gateway::call_json(
-            self.client(),
-            format!("strikes of {} {month}", u.symbol),
-            ops::STRIKES,
-            json!({ "conid": u.conid.to_string(), "sectype": "OPT", "month": month }),
-        )
-        .await
-        .map_err(|e| self.lookup(e))?;
+        let v = self
+            .fetch(
+                format!("strikes of {} {month}", u.symbol),
+                ops::STRIKES,
+                json!({ "conid": u.conid.to_string(), "sectype": "OPT", "month": month }),
+            )
+            .await?;
         let mut all: Vec<f64> = ["call", "put"]
             .iter()
             .flat_map(|k| {
@@ -194,29 +183,8 @@ impl Ctx<'_> {
         strike: f64,
         right: char,
     ) -> Result<Vec<(i64, String)>, ToolError> {
-        let v = gateway::call_json(
-            self.client(),
-            format!(
-                "{} {month} {} {right} options",
-                u.symbol,
-                plain_number(strike)
-            ),
-            ops::SECDEF_INFO,
-            json!({ "conid": u.conid.to_string(), "sectype": "OPT", "month": month,
-                    "strike": plain_number(strike), "right": right.to_string() }),
-        )
-        .await
-        .map_err(|e| self.lookup(e))?;
-        Ok(v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| {
-                Some((
-                    c.get("conid").and_then(number)? as i64,
-                    c.get("maturityDate")?.as_str()?.to_string(),
-                ))
-            })
-            .collect())
+        self.derivatives(u.conid, "OPT", month, Some((strike, right)), None)
+            .await
     }
 
     fn month_arg(&self, u: &Underlying, wanted: Option<String>) -> Result<String, ToolError> {
@@ -297,12 +265,7 @@ async fn chain(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         Some("P") => &['P'],
         _ => &['C', 'P'],
     };
-    let n = c
-        .args
-        .get("strikes")
-        .and_then(Value::as_u64)
-        .unwrap_or(6)
-        .clamp(1, MAX_STRIKES) as usize;
+    let n = c.count_arg("strikes", 6, MAX_STRIKES);
     let (under, mut notes) = c
         .warm_snapshot(&[u.conid.to_string()], &["31", "84", "86"])
         .await?;
@@ -422,9 +385,8 @@ async fn futures(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     let mut rows = Vec::new();
     for month in months.iter().take(MAX_FUTURE_MONTHS) {
         let found = c
-            .futures_of_month(underlying, month, exchange.as_deref())
-            .await
-            .map_err(|f| c.failed("symbol", f))?;
+            .derivatives(underlying, "FUT", month, None, exchange.as_deref())
+            .await?;
         for (conid, expiry) in found {
             rows.push(json!({
                 "name": future_name(&symbol, month),

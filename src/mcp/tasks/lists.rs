@@ -2,9 +2,9 @@
 
 use serde_json::{Value, json};
 
-use super::{Answer, Ctx, Task, table, table_schema, text};
+use super::{Answer, Ctx, Task, id_text, table, table_schema, text};
 use crate::error::ToolError;
-use crate::ibkr::gateway::{self, ops};
+use crate::ibkr::gateway::ops;
 use crate::ibkr::market::number;
 
 /// Most watchlists whose contents one call reads.
@@ -35,24 +35,14 @@ pub(super) fn tasks() -> Vec<Task> {
     ]
 }
 
-/// An id IBKR sent as a number or as text.
-fn id_text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 async fn watchlists(c: &Ctx<'_>) -> Result<Answer, ToolError> {
-    let v = gateway::call_json(
-        c.client(),
-        "watchlists",
-        ops::WATCHLISTS,
-        json!({ "SC": "USER_WATCHLIST" }),
-    )
-    .await
-    .map_err(|e| c.lookup(e))?;
+    let v = c
+        .fetch(
+            "watchlists",
+            ops::WATCHLISTS,
+            json!({ "SC": "USER_WATCHLIST" }),
+        )
+        .await?;
     let lists: Vec<(String, String)> = v
         .pointer("/data/user_lists")
         .and_then(Value::as_array)
@@ -88,14 +78,13 @@ async fn watchlists(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     };
     let mut rows = Vec::new();
     for (id, name) in &wanted {
-        let w = gateway::call_json(
-            c.client(),
-            format!("watchlist {name}"),
-            ops::WATCHLIST,
-            json!({ "id": id }),
-        )
-        .await
-        .map_err(|e| c.lookup(e))?;
+        let w = c
+            .fetch(
+                format!("watchlist {name}"),
+                ops::WATCHLIST,
+                json!({ "id": id }),
+            )
+            .await?;
         let instruments: Vec<&Value> = w
             .get("instruments")
             .and_then(Value::as_array)
@@ -132,14 +121,13 @@ async fn alerts(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     let accounts = c.accounts().await?;
     let mut rows = Vec::new();
     for a in &accounts {
-        let v = gateway::call_json(
-            c.client(),
-            format!("alerts of {a}"),
-            ops::ALERTS,
-            json!({ "accountId": a }),
-        )
-        .await
-        .map_err(|e| c.lookup(e))?;
+        let v = c
+            .fetch(
+                format!("alerts of {a}"),
+                ops::ALERTS,
+                json!({ "accountId": a }),
+            )
+            .await?;
         let flag = |x: Option<&Value>| match x {
             Some(Value::Bool(b)) => json!(b),
             Some(v) => number(v).map_or(Value::Null, |n| json!(n != 0.0)),

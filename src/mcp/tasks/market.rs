@@ -4,9 +4,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+use super::symbols::section_months;
 use super::{Answer, Ctx, Task, iso_ms, table, table_schema, text};
 use crate::error::ToolError;
-use crate::ibkr::gateway::{self, ops};
+use crate::ibkr::gateway::ops;
 use crate::ibkr::market::number;
 use crate::mcp::quotes;
 
@@ -362,14 +363,9 @@ async fn history(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     if c.args.get("outside_rth") == Some(&Value::Bool(true)) {
         args["outsideRth"] = json!(true);
     }
-    let v = gateway::call_json(
-        c.client(),
-        format!("history of {}", r.label),
-        ops::HISTORY,
-        args,
-    )
-    .await
-    .map_err(|e| c.lookup(e))?;
+    let v = c
+        .fetch(format!("history of {}", r.label), ops::HISTORY, args)
+        .await?;
     let volume_factor = v
         .get("volumeFactor")
         .and_then(number)
@@ -439,21 +435,15 @@ async fn scan(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     if let Some(p) = price("max_price") {
         filter.push(json!({ "code": "priceBelow", "value": p }));
     }
-    let limit = c
-        .args
-        .get("limit")
-        .and_then(Value::as_u64)
-        .unwrap_or(10)
-        .clamp(1, 50) as usize;
-    let v = gateway::call_json(
-        c.client(),
-        format!("the {name} scan"),
-        ops::SCANNER_RUN,
-        json!({ "body": { "instrument": instrument, "type": code, "location": location,
+    let limit = c.count_arg("limit", 10, 50);
+    let v = c
+        .fetch(
+            format!("the {name} scan"),
+            ops::SCANNER_RUN,
+            json!({ "body": { "instrument": instrument, "type": code, "location": location,
                           "filter": filter } }),
-    )
-    .await
-    .map_err(|e| c.lookup(e))?;
+        )
+        .await?;
     let rows: Vec<Value> = v
         .get("contracts")
         .and_then(Value::as_array)
@@ -510,14 +500,9 @@ async fn search(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     if by_name {
         args["name"] = json!(true);
     }
-    let v = gateway::call_json(
-        c.client(),
-        format!("searching for {query}"),
-        ops::SECDEF_SEARCH,
-        args,
-    )
-    .await
-    .map_err(|e| c.lookup(e))?;
+    let v = c
+        .fetch(format!("searching for {query}"), ops::SECDEF_SEARCH, args)
+        .await?;
     let all: Vec<Value> = v.as_array().cloned().unwrap_or_default();
     let rows: Vec<Value> = all.iter().take(MAX_FOUND).map(search_row).collect();
     let mut notes = Vec::new();
@@ -556,29 +541,17 @@ async fn search(c: &Ctx<'_>) -> Result<Answer, ToolError> {
 
 /// One result of `/iserver/secdef/search`.
 fn search_row(v: &Value) -> Value {
-    let sections: Vec<&Value> = v
+    let first = v
         .get("sections")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .collect();
-    let months = |t: &str| -> Vec<String> {
-        sections
-            .iter()
-            .filter(|s| s.get("secType").and_then(Value::as_str) == Some(t))
-            .filter_map(|s| s.get("months").and_then(Value::as_str))
-            .flat_map(|m| m.split(';'))
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
+        .and_then(|s| s.first());
+    let months = |t: &str| section_months(v, t).unwrap_or_default();
     json!({
         "conid": v.get("conid").and_then(number).map_or(0, |c| c as i64),
         "symbol": text(v.get("symbol")),
         "name": text(v.get("companyName")),
         "exchange": text(v.get("description")),
-        "sec_type": text(sections.first().and_then(|s| s.get("secType"))),
+        "sec_type": text(first.and_then(|s| s.get("secType"))),
         "option_months": months("OPT"),
         "future_months": months("FUT"),
     })

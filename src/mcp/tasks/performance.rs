@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Answer, Ctx, Task, table, table_schema};
 use crate::error::ToolError;
-use crate::ibkr::gateway::{self, ops};
+use crate::ibkr::gateway::ops;
 use crate::ibkr::market::number;
 
 /// How long one Portfolio Analyst answer is reused. It is computed overnight by IBKR, and its
@@ -69,14 +69,13 @@ async fn performance(c: &Ctx<'_>) -> Result<Answer, ToolError> {
             v
         }
         None => {
-            let v = gateway::call_json(
-                c.client(),
-                "Portfolio Analyst performance",
-                ops::PA_ALL_PERIODS,
-                json!({ "body": { "acctIds": all } }),
-            )
-            .await
-            .map_err(|e| c.lookup(e))?;
+            let v = c
+                .fetch(
+                    "Portfolio Analyst performance",
+                    ops::PA_ALL_PERIODS,
+                    json!({ "body": { "acctIds": all } }),
+                )
+                .await?;
             *cache.0.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some((Instant::now(), all.clone(), v.clone()));
             v

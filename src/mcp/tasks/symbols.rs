@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use crate::error::ToolError;
-use crate::ibkr::gateway::{self, ops};
+use crate::ibkr::gateway::ops;
 use crate::ibkr::market::number;
 
 /// How long a resolution is reused. Conids do not change; a day bounds what a delisting or a
@@ -50,6 +50,8 @@ pub struct Resolved {
     pub sec_type: String,
     /// Listing exchange or description, when IBKR says.
     pub exchange: Option<String>,
+    /// Option months, when the contract was found by a search (which lists them).
+    pub option_months: Option<Vec<String>>,
 }
 
 /// Resolutions of this server, shared by its sessions.
@@ -203,6 +205,39 @@ fn parse(input: &str) -> Result<Spec, String> {
     Ok(Spec::Stock { symbol, exchange })
 }
 
+/// The months a secdef search listing offers for `sec_type` (`OPT`, `FUT`), upper case, or
+/// `None` when it has no such section.
+pub(crate) fn section_months(listing: &Value, sec_type: &str) -> Option<Vec<String>> {
+    let section = section(listing, sec_type)?;
+    Some(
+        section
+            .get("months")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .split(';')
+            .map(|m| m.trim().to_ascii_uppercase())
+            .filter(|m| !m.is_empty())
+            .collect(),
+    )
+}
+
+/// The first exchange the listing's `sec_type` section names.
+fn section_exchange(listing: &Value, sec_type: &str) -> Option<String> {
+    section(listing, sec_type)?
+        .get("exchange")
+        .and_then(Value::as_str)
+        .and_then(|e| e.split(';').map(str::trim).find(|e| !e.is_empty()))
+        .map(str::to_owned)
+}
+
+fn section<'a>(listing: &'a Value, sec_type: &str) -> Option<&'a Value> {
+    listing
+        .get("sections")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|s| s.get("secType").and_then(Value::as_str) == Some(sec_type))
+}
+
 /// `ES` and `MAR27` as people write a future: `ES Mar27`.
 pub(crate) fn future_name(symbol: &str, month: &str) -> String {
     let mut m = month.to_ascii_lowercase();
@@ -210,6 +245,12 @@ pub(crate) fn future_name(symbol: &str, month: &str) -> String {
         first.make_ascii_uppercase();
     }
     format!("{symbol} {m}")
+}
+
+impl From<ToolError> for Failure {
+    fn from(e: ToolError) -> Self {
+        Failure::Call(e)
+    }
 }
 
 /// Why a symbol did not resolve.
@@ -270,6 +311,7 @@ impl Ctx<'_> {
                 symbol: f.symbol.unwrap_or_default(),
                 sec_type: f.sec_type.unwrap_or_default(),
                 exchange: None,
+                option_months: None,
             }),
             // Only "bad request" / "not found" mean no such contract; a 429 or 403 does not.
             Err(e) if matches!(e.status(), Some(400 | 404)) => Err(Failure::Fix(format!(
@@ -280,14 +322,13 @@ impl Ctx<'_> {
     }
 
     async fn stock(&self, symbol: &str, exchange: Option<&str>) -> Result<Resolved, Failure> {
-        let found = gateway::call_json(
-            self.client(),
-            format!("searching for {symbol}"),
-            ops::SECDEF_SEARCH,
-            json!({ "symbol": symbol }),
-        )
-        .await
-        .map_err(|e| Failure::Call(self.lookup(e)))?;
+        let found = self
+            .fetch(
+                format!("searching for {symbol}"),
+                ops::SECDEF_SEARCH,
+                json!({ "symbol": symbol }),
+            )
+            .await?;
         let all: Vec<Listing> = found
             .as_array()
             .into_iter()
@@ -325,6 +366,7 @@ impl Ctx<'_> {
                 symbol: symbol.to_string(),
                 sec_type: one.sec_type.clone(),
                 exchange: Some(one.exchange.clone()).filter(|e| !e.is_empty()),
+                option_months: Some(one.option_months.clone()),
             }),
             _ => {
                 let list: Vec<String> = all.iter().take(10).map(Listing::describe).collect();
@@ -347,14 +389,13 @@ impl Ctx<'_> {
         &self,
         symbol: &str,
     ) -> Result<(i64, Vec<String>, Option<String>), Failure> {
-        let found = gateway::call_json(
-            self.client(),
-            format!("futures months of {symbol}"),
-            ops::SECDEF_SEARCH,
-            json!({ "symbol": symbol }),
-        )
-        .await
-        .map_err(|e| Failure::Call(self.lookup(e)))?;
+        let found = self
+            .fetch(
+                format!("futures months of {symbol}"),
+                ops::SECDEF_SEARCH,
+                json!({ "symbol": symbol }),
+            )
+            .await?;
         for listing in found.as_array().into_iter().flatten() {
             let same = listing
                 .get("symbol")
@@ -363,27 +404,8 @@ impl Ctx<'_> {
             let Some(conid) = listing.get("conid").and_then(number) else {
                 continue;
             };
-            let fut = listing
-                .get("sections")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .find(|s| s.get("secType").and_then(Value::as_str) == Some("FUT"));
-            if let (true, Some(fut)) = (same, fut) {
-                let months: Vec<String> = fut
-                    .get("months")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .split(';')
-                    .map(|m| m.trim().to_ascii_uppercase())
-                    .filter(|m| !m.is_empty())
-                    .collect();
-                let exchange = fut
-                    .get("exchange")
-                    .and_then(Value::as_str)
-                    .and_then(|e| e.split(';').map(str::trim).find(|e| !e.is_empty()))
-                    .map(str::to_owned);
-                return Ok((conid as i64, months, exchange));
+            if same && let Some(months) = section_months(listing, "FUT") {
+                return Ok((conid as i64, months, section_exchange(listing, "FUT")));
             }
         }
         Err(Failure::Fix(format!(
@@ -392,26 +414,30 @@ impl Ctx<'_> {
         )))
     }
 
-    /// The futures contracts of `symbol` for contract month `month` (`MAR27`): (conid,
-    /// YYYYMMDD expiry).
-    pub(crate) async fn futures_of_month(
+    /// The derivatives of `underlying` (`secdef/info`) of type `sectype` (`OPT`, `FUT`) in
+    /// contract month `month` (`MAR27`), at `strike` and `right` for options: (conid, YYYYMMDD
+    /// maturity) each.
+    pub(crate) async fn derivatives(
         &self,
         underlying: i64,
+        sectype: &str,
         month: &str,
+        option: Option<(f64, char)>,
         exchange: Option<&str>,
-    ) -> Result<Vec<(i64, String)>, Failure> {
-        let mut args = json!({ "conid": underlying.to_string(), "sectype": "FUT", "month": month });
+    ) -> Result<Vec<(i64, String)>, ToolError> {
+        let mut args =
+            json!({ "conid": underlying.to_string(), "sectype": sectype, "month": month });
+        let mut what = format!("{sectype} {month}");
+        if let Some((strike, right)) = option {
+            let strike = crate::ibkr::market::plain_number(strike);
+            what = format!("{what} {strike} {right}");
+            args["strike"] = json!(strike);
+            args["right"] = json!(right.to_string());
+        }
         if let Some(e) = exchange {
             args["exchange"] = json!(e);
         }
-        let found = gateway::call_json(
-            self.client(),
-            format!("futures of {month}"),
-            ops::SECDEF_INFO,
-            args,
-        )
-        .await
-        .map_err(|e| Failure::Call(self.lookup(e)))?;
+        let found = self.fetch(what, ops::SECDEF_INFO, args).await?;
         Ok(found
             .as_array()
             .into_iter()
@@ -419,10 +445,7 @@ impl Ctx<'_> {
             .filter_map(|c| {
                 Some((
                     c.get("conid").and_then(number)? as i64,
-                    c.get("maturityDate")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
+                    c.get("maturityDate")?.as_str()?.to_string(),
                 ))
             })
             .collect())
@@ -441,7 +464,7 @@ impl Ctx<'_> {
             )));
         }
         let found = self
-            .futures_of_month(underlying, &wanted, exchange.as_deref())
+            .derivatives(underlying, "FUT", &wanted, None, exchange.as_deref())
             .await?;
         match found.as_slice() {
             [(conid, _)] => Ok(Resolved {
@@ -450,6 +473,7 @@ impl Ctx<'_> {
                 symbol: symbol.to_string(),
                 sec_type: "FUT".into(),
                 exchange,
+                option_months: None,
             }),
             [] => Err(Failure::Fix(format!(
                 "IBKR lists {label} but returned no contract for it; name it by conid \
@@ -487,31 +511,9 @@ impl Ctx<'_> {
             "{underlying} {} {strike_text} {right}",
             expiry.format("%Y-%m-%d")
         );
-        let found = gateway::call_json(
-            self.client(),
-            format!("options of {underlying}"),
-            ops::SECDEF_INFO,
-            json!({
-                "conid": und.conid.to_string(),
-                "sectype": "OPT",
-                "month": month,
-                "strike": strike_text,
-                "right": right.to_string(),
-            }),
-        )
-        .await
-        .map_err(|e| Failure::Call(self.lookup(e)))?;
-        let listed: Vec<(i64, String)> = found
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| {
-                Some((
-                    c.get("conid").and_then(number)? as i64,
-                    c.get("maturityDate")?.as_str()?.to_string(),
-                ))
-            })
-            .collect();
+        let listed = self
+            .derivatives(und.conid, "OPT", &month, Some((strike, right)), None)
+            .await?;
         let want = expiry.format("%Y%m%d").to_string();
         match listed.iter().find(|(_, d)| *d == want) {
             Some((conid, _)) => Ok(Resolved {
@@ -520,6 +522,7 @@ impl Ctx<'_> {
                 symbol: underlying.to_string(),
                 sec_type: "OPT".into(),
                 exchange: None,
+                option_months: None,
             }),
             None if listed.is_empty() => Err(Failure::Fix(format!(
                 "no {underlying} {month} option at strike {strike_text} {right}; \
@@ -541,6 +544,7 @@ impl Ctx<'_> {
 /// One listing of a secdef search.
 struct Listing {
     conid: i64,
+    option_months: Vec<String>,
     symbol: String,
     name: String,
     exchange: String,
@@ -567,6 +571,7 @@ impl Listing {
         };
         Some(Self {
             conid,
+            option_months: section_months(v, "OPT").unwrap_or_default(),
             symbol: s("symbol"),
             name: s("companyName"),
             exchange: s("description"),
