@@ -104,11 +104,15 @@ pub struct OrderInfo {
     pub order_id: i64,
     /// Account.
     pub account: String,
-    /// Contract id.
+    /// Contract id (the spread template 28812380 for combos).
     pub conid: i64,
+    /// The conid as text, or a combo's `28812380;;;{conid}/{ratio},...`.
+    #[serde(default)]
+    pub conidex: String,
     /// `BUY` or `SELL`.
     pub side: String,
-    /// `MARKET`, `LIMIT`, `STOP`, `STOP_LIMIT` or `MIDPRICE`.
+    /// `MARKET`, `LIMIT`, `STOP`, `STOP_LIMIT`, `MIDPRICE`, `TRAIL`, `MARKETONCLOSE` or
+    /// `LIMITONCLOSE`.
     pub order_type: String,
     /// Ordered quantity.
     pub quantity: f64,
@@ -116,6 +120,18 @@ pub struct OrderInfo {
     pub price: Option<f64>,
     /// Stop price of stop-limit orders.
     pub aux_price: Option<f64>,
+    /// Current stop of a trailing stop (it follows the market until triggered).
+    #[serde(default)]
+    pub stop_price: Option<f64>,
+    /// Trailing distance of a trailing stop.
+    #[serde(default)]
+    pub trailing_amount: Option<f64>,
+    /// `amt` or `%` for trailing stops.
+    #[serde(default)]
+    pub trailing_type: Option<String>,
+    /// Part of a one-cancels-all group (`isSingleGroup`).
+    #[serde(default)]
+    pub single_group: bool,
     /// Time in force.
     pub tif: String,
     /// Client order id.
@@ -243,11 +259,16 @@ impl SimControl {
                 order_id: o.id,
                 account: o.req.account.clone(),
                 conid: o.req.conid,
+                conidex: o.req.conidex(),
                 side: o.req.side.as_str().into(),
                 order_type: o.req.order_type.upper_name().into(),
                 quantity: o.req.qty,
                 price: o.req.price,
                 aux_price: o.req.aux,
+                stop_price: o.stop,
+                trailing_amount: o.req.trailing.map(|t| t.amount),
+                trailing_type: o.req.trailing.map(|t| t.type_name().to_string()),
+                single_group: o.req.single_group,
                 tif: o.req.tif.clone(),
                 coid: o.req.coid.clone(),
                 status: o.status.as_str().into(),

@@ -3,7 +3,7 @@
 //!
 //! It serves every operation of ibkr-mcp's tool allowlist over HTTPS (self-signed) or HTTP,
 //! with seeded, consistent state: two paper accounts, cash and positions, a contract universe
-//! of US stocks and ETFs (real conids), ES futures, AAPL and SPY options and FX pairs, prices
+//! of US stocks and ETFs (real conids), ES futures, AAPL, MSFT and SPY options and FX pairs, prices
 //! that move on every request, IBKR's order question/reply flow, the snapshot pre-flight, the
 //! two-level session (SSO login and brokerage session) with idle timeout and competing
 //! sessions, pacing (429), and fault injection (latency, 5xx, dropped connections, garbage

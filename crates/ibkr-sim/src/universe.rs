@@ -19,10 +19,12 @@ pub(crate) enum SecType {
     Fut,
     Cash,
     Ind,
+    /// A combo (spread) order's stand-in contract; never part of the universe.
+    Bag,
 }
 
 impl SecType {
-    /// IBKR's code: `STK`, `OPT`, `FUT`, `CASH`, `IND`.
+    /// IBKR's code: `STK`, `OPT`, `FUT`, `CASH`, `IND`, `BAG`.
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             SecType::Stk => "STK",
@@ -30,6 +32,7 @@ impl SecType {
             SecType::Fut => "FUT",
             SecType::Cash => "CASH",
             SecType::Ind => "IND",
+            SecType::Bag => "BAG",
         }
     }
 }
@@ -211,10 +214,10 @@ pub(crate) fn option_conid(
     strike: f64,
     right: char,
 ) -> i64 {
-    let base = if underlying_symbol == "AAPL" {
-        710_000_000
-    } else {
-        720_000_000
+    let base = match underlying_symbol {
+        "AAPL" => 710_000_000,
+        "MSFT" => 730_000_000,
+        _ => 720_000_000,
     };
     let days = (expiry - NaiveDate::from_ymd_opt(2024, 1, 1).expect("valid date")).num_days();
     base + days * 4_000 + (strike * 2.0).round() as i64 * 2 + i64::from(right == 'P')
@@ -222,10 +225,11 @@ pub(crate) fn option_conid(
 
 /// Strikes listed for an optionable underlying.
 pub(crate) fn option_strikes(underlying_symbol: &str) -> Vec<f64> {
-    let (lo, hi, step) = if underlying_symbol == "AAPL" {
-        (200, 260, 5)
-    } else {
-        (550, 610, 5)
+    // Thirteen strikes around each underlying's base price.
+    let (lo, hi, step) = match underlying_symbol {
+        "AAPL" => (200, 260, 5),
+        "MSFT" => (390, 450, 5),
+        _ => (550, 610, 5),
     };
     (lo..=hi).step_by(step).map(f64::from).collect()
 }
@@ -598,13 +602,13 @@ impl Universe {
                 has_options: false,
             });
         }
-        // Option chains for AAPL and SPY: three monthly expiries, 13 strikes, calls and puts.
-        for (und_symbol, und_conid, iv) in [("AAPL", 265598_i64, 0.28), ("SPY", 756733_i64, 0.17)] {
-            let und_exchange = if und_symbol == "AAPL" {
-                "NASDAQ"
-            } else {
-                "ARCA"
-            };
+        // Option chains for AAPL, MSFT and SPY: three monthly expiries, 13 strikes, calls and
+        // puts.
+        for (und_symbol, und_conid, iv, und_exchange) in [
+            ("AAPL", 265598_i64, 0.28, "NASDAQ"),
+            ("MSFT", 272093_i64, 0.25, "NASDAQ"),
+            ("SPY", 756733_i64, 0.17, "ARCA"),
+        ] {
             for expiry in option_expiries(today, 3) {
                 for strike in option_strikes(und_symbol) {
                     for right in ['C', 'P'] {
@@ -735,8 +739,20 @@ mod tests {
             .values()
             .filter(|c| c.sec_type == SecType::Opt)
             .collect();
-        assert_eq!(opts.len(), 2 * 3 * 13 * 2);
+        assert_eq!(opts.len(), 3 * 3 * 13 * 2);
         assert!(opts.iter().all(|c| c.conid < i64::from(i32::MAX)));
+    }
+
+    #[test]
+    fn msft_and_spy_chains_bracket_their_base_price() {
+        let u = universe();
+        for (conid, base) in [(272093, 420.0), (756733, 580.0)] {
+            let strikes: Vec<f64> = u
+                .derivatives_of(conid, SecType::Opt)
+                .map(|c| c.strike)
+                .collect();
+            assert!(strikes.iter().any(|s| *s < base) && strikes.iter().any(|s| *s > base));
+        }
     }
 
     #[test]

@@ -477,3 +477,200 @@ async fn fx_order_converts_cash_between_currencies() {
     );
     sim.shutdown().await;
 }
+
+async fn live_order(sim: &SimHandle, id: &str) -> Value {
+    let (_, orders) = common::get(sim, "/iserver/account/orders").await;
+    orders["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["orderId"].as_i64() == id.parse().ok())
+        .cloned()
+        .unwrap_or_else(|| panic!("order {id} in {orders}"))
+}
+
+#[tokio::test]
+async fn trailing_stop_and_at_close_orders_show_their_type_and_stop() {
+    let sim = ready(QuestionPolicy::Never).await;
+    sim.control().set_price(265598, 230.0);
+    let (s, v) = place(&sim, ACCT, json!({ "conid": 265598, "orderType": "TRAIL", "side": "SELL", "quantity": 10, "tif": "GTC", "trailingAmt": 5, "trailingType": "amt" })).await;
+    assert_eq!(s, 200);
+    assert_eq!(v[0]["order_status"], "PreSubmitted", "{v}");
+    let trail = v[0]["order_id"].as_str().unwrap().to_string();
+    let o = live_order(&sim, &trail).await;
+    let stop = sim.control().state().orders[0].stop_price.unwrap();
+    assert_eq!(o["orderType"], "Trail");
+    assert_eq!(o["origOrderType"], "TRAIL");
+    assert_eq!(o["status"], "PreSubmitted");
+    assert_eq!(o["price"], "");
+    assert_eq!(o["auxPrice"], format!("{stop:.2}"));
+    assert_eq!(o["trailingAmount"], 5.0);
+    assert_eq!(o["trailingType"], "amt");
+    assert_eq!(
+        o["orderDesc"],
+        format!("Sell 10 Trail {stop:.2} (trail 5.00), GTC")
+    );
+    // The stop follows the price up.
+    sim.control().set_price(265598, 250.0);
+    let stop = sim.control().state().orders[0].stop_price.unwrap();
+    assert!(stop > 240.0, "{stop}");
+    let (_, st) = common::get(&sim, &format!("/iserver/account/order/status/{trail}")).await;
+    assert_eq!(st["order_type"], "TRAIL");
+    let shown: f64 = st["stop_price"].as_str().unwrap().parse().unwrap();
+    assert!(shown >= stop, "the stop only ever rises: {st}");
+    assert_eq!(st["trailing_amount"], 5.0);
+    assert_eq!(st["trailing_type"], "amt");
+    assert!(st.get("limit_price").is_none(), "{st}");
+
+    let (_, v) = place(
+        &sim,
+        ACCT,
+        json!({ "conid": 265598, "orderType": "MOC", "side": "BUY", "quantity": 5, "tif": "DAY" }),
+    )
+    .await;
+    assert_eq!(v[0]["order_status"], "Submitted", "{v}");
+    let moc = v[0]["order_id"].as_str().unwrap().to_string();
+    let o = live_order(&sim, &moc).await;
+    assert_eq!(o["orderType"], "MARKETONCLOSE");
+    assert_eq!(o["origOrderType"], "MARKETONCLOSE");
+    assert_eq!(o["timeInForce"], "CLOSE");
+    assert_eq!(o["orderDesc"], "Buy 5 MKT CLS, Day");
+    let (_, v) = place(&sim, ACCT, json!({ "conid": 265598, "orderType": "LOC", "price": 200.0, "side": "BUY", "quantity": 5, "tif": "DAY" })).await;
+    let loc = v[0]["order_id"].as_str().unwrap().to_string();
+    let (_, st) = common::get(&sim, &format!("/iserver/account/order/status/{loc}")).await;
+    assert_eq!(
+        (&st["order_type"], &st["limit_price"], &st["tif"]),
+        (&json!("LIMITONCLOSE"), &json!("200.00"), &json!("CLOSE"))
+    );
+    assert_eq!(st["order_description"], "Buy 5 LMT CLS 200.00, Day");
+    let (s, v) = place(&sim, ACCT, json!({ "conid": 265598, "orderType": "LOC", "price": 200.0, "side": "BUY", "quantity": 5, "tif": "GTC" })).await;
+    assert_eq!(s, 200);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid time-in-force for at-the-closing order"),
+        "{v}"
+    );
+    let (s, _) = common::delete(&sim, &format!("/iserver/account/{ACCT}/order/{moc}")).await;
+    assert_eq!(s, 200);
+    assert_eq!(live_order(&sim, &moc).await["status"], "Cancelled");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn single_group_orders_are_listed_with_their_group() {
+    let sim = ready(QuestionPolicy::Never).await;
+    let last = sim.control().price(272093).unwrap();
+    let below = ((last * 0.9) * 100.0).round() / 100.0;
+    let above = ((last * 1.1) * 100.0).round() / 100.0;
+    let (_, v) = common::post(
+        &sim,
+        &format!("/iserver/account/{ACCT}/orders"),
+        json!({ "orders": [
+            { "conid": 272093, "orderType": "LMT", "price": below, "side": "BUY", "quantity": 1, "tif": "GTC", "isSingleGroup": true },
+            { "conid": 272093, "orderType": "LMT", "price": above, "side": "SELL", "quantity": 1, "tif": "GTC", "isSingleGroup": true },
+        ] }),
+    )
+    .await;
+    let ids: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["order_id"].as_str().unwrap().to_string())
+        .collect();
+    let (a, b) = (
+        live_order(&sim, &ids[0]).await,
+        live_order(&sim, &ids[1]).await,
+    );
+    assert_eq!(a["isSingleGroup"], true);
+    assert_eq!(a["ocaGroup"], b["ocaGroup"]);
+    sim.control().set_price(272093, below - 1.0);
+    let st = sim.control().state();
+    let by_id = |id: &str| {
+        st.orders
+            .iter()
+            .find(|o| o.order_id.to_string() == id)
+            .unwrap()
+            .status
+            .clone()
+    };
+    assert_eq!(
+        (by_id(&ids[0]), by_id(&ids[1])),
+        ("Filled".into(), "Cancelled".into())
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn combo_orders_show_as_one_bag_and_fill_leg_by_leg() {
+    let sim = ready(QuestionPolicy::Never).await;
+    sim.control().set_price(265598, 230.0);
+    sim.control().set_price(272093, 420.0);
+    let conidex = "28812380;;;265598/1,272093/-1";
+    // Buying AAPL against MSFT costs about -190 per unit: a limit of -300 rests.
+    let order = json!({ "conidex": conidex, "orderType": "LMT", "price": -300.0, "side": "BUY", "quantity": 2, "tif": "DAY" });
+    let (s, v) = common::post(
+        &sim,
+        &format!("/iserver/account/{ACCT}/orders/whatif"),
+        json!({ "orders": [order.clone()] }),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(v["legs"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["amount"]["commission"], "2.00 USD", "{v}");
+    let (_, v) = place(&sim, ACCT, order).await;
+    assert_eq!(v[0]["order_status"], "Submitted", "{v}");
+    let id = v[0]["order_id"].as_str().unwrap().to_string();
+    let o = live_order(&sim, &id).await;
+    assert_eq!(o["secType"], "BAG");
+    assert_eq!(o["conid"], 28812380);
+    assert_eq!(o["conidex"], conidex);
+    assert_eq!(o["ticker"], "AAPL/MSFT");
+    assert_eq!(o["description1"], "AAPL/MSFT Combo");
+    assert_eq!(o["description2"], "+1 AAPL, -1 MSFT");
+    assert_eq!(o["price"], "-300.00");
+    assert_eq!(o["status"], "Submitted");
+    let (_, st) = common::get(&sim, &format!("/iserver/account/order/status/{id}")).await;
+    assert_eq!(st["sec_type"], "BAG");
+    assert_eq!(st["conidex"], conidex);
+    assert_eq!(st["symbol"], "AAPL/MSFT");
+    assert_eq!(st["limit_price"], "-300.00");
+    assert_eq!(
+        st["order_description_with_contract"],
+        "Buy 2 AAPL/MSFT Combo Limit -300.00, Day"
+    );
+    let (s, v) = common::delete(&sim, &format!("/iserver/account/{ACCT}/order/{id}")).await;
+    assert_eq!((s, &v["conid"]), (200, &json!(28812380)));
+    // A market combo fills at once: one trade per leg, positions per leg.
+    let (_, v) = place(&sim, ACCT, json!({ "conidex": conidex, "orderType": "MKT", "side": "BUY", "quantity": 2, "tif": "DAY" })).await;
+    let id: i64 = v[0]["order_id"].as_str().unwrap().parse().unwrap();
+    let (_, trades) = common::get(&sim, &format!("/iserver/account/trades?accountId={ACCT}")).await;
+    let mut legs: Vec<(i64, String, f64)> = trades
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["order_id"] == id)
+        .map(|t| {
+            (
+                t["conid"].as_i64().unwrap(),
+                t["side"].as_str().unwrap().to_string(),
+                t["size"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    legs.sort_by_key(|l| l.0);
+    assert_eq!(legs, [(265598, "B".into(), 2.0), (272093, "S".into(), 2.0)]);
+    let st = sim.control().state();
+    let held = |conid: i64| {
+        st.accounts[0]
+            .positions
+            .iter()
+            .find(|p| p.conid == conid)
+            .map(|p| p.quantity)
+    };
+    assert_eq!((held(265598), held(272093)), (Some(102.0), Some(38.0)));
+    let o = st.orders.iter().find(|o| o.order_id == id).unwrap();
+    assert_eq!((o.status.as_str(), o.conidex.as_str()), ("Filled", conidex));
+    sim.shutdown().await;
+}

@@ -1,13 +1,14 @@
 //! Order endpoints: live orders, order status, trades, what-if, placement, question replies,
 //! modify, cancel, question suppression and server-prompt replies. The logic lives in
 //! `state::orders`; this module renders the live service's JSON shapes and applies the
-//! drop-after-accept trap.
+//! drop-after-accept trap. Trailing stops show their moving stop in `auxPrice` (`stop_price` in
+//! order status); combos show as one `BAG` order with their `conidex`.
 
 use serde_json::{Value, json};
 
 use super::{Reply, Req, err, ok};
 use crate::state::accounts::Side;
-use crate::state::orders::{Order, OrderReply, OrderStatus, OrderType, fmt_qty};
+use crate::state::orders::{Order, OrderReply, OrderStatus, OrderType, fmt_qty, request_contract};
 use crate::state::{Sim, State};
 use crate::universe::{Contract, Universe};
 
@@ -29,13 +30,47 @@ fn tif_word(tif: &str) -> &str {
     if tif == "DAY" { "Day" } else { tif }
 }
 
+/// Time in force as listed: at-the-close orders show `CLOSE` (as the live service lists a
+/// MOC placed with DAY).
+fn tif_shown(o: &Order) -> &str {
+    if o.req.order_type.at_close() {
+        "CLOSE"
+    } else {
+        &o.req.tif
+    }
+}
+
+fn fmt_price(c: &Contract, p: f64) -> String {
+    format!("{p:.prec$}", prec = crate::market::tick_decimals(c.tick))
+}
+
+/// The `price` field: the limit, or the trigger of a plain stop (as the live service shows
+/// STP orders). Trailing stops show their moving stop in `auxPrice` instead.
 fn price_text(c: &Contract, o: &Order) -> String {
     let p = match o.req.order_type {
-        OrderType::StpLmt | OrderType::Lmt | OrderType::Stp | OrderType::Midprice => o.req.price,
-        OrderType::Mkt => None,
+        OrderType::StpLmt
+        | OrderType::Lmt
+        | OrderType::Stp
+        | OrderType::Midprice
+        | OrderType::Loc => o.req.price,
+        OrderType::Mkt | OrderType::Moc | OrderType::Trail => None,
     };
-    p.map(|p| format!("{p:.prec$}", prec = crate::market::tick_decimals(c.tick)))
-        .unwrap_or_default()
+    p.map(|p| fmt_price(c, p)).unwrap_or_default()
+}
+
+/// The price part of a description: `225.30 (trail 5.00)` for trailing stops.
+fn desc_price(c: &Contract, o: &Order) -> String {
+    match (o.req.order_type, o.req.trailing) {
+        (OrderType::Trail, Some(t)) => {
+            let stop = o.stop.map(|s| format!("{} ", fmt_price(c, s)));
+            format!(
+                "{}(trail {})",
+                stop.unwrap_or_default(),
+                t.text(crate::market::tick_decimals(c.tick))
+            )
+        }
+        _ => price_text(c, o),
+    }
 }
 
 fn description(c: &Contract, o: &Order, with_contract: bool) -> String {
@@ -50,7 +85,7 @@ fn description(c: &Contract, o: &Order, with_contract: bool) -> String {
     } else {
         String::new()
     };
-    let price = price_text(c, o);
+    let price = desc_price(c, o);
     let price = if price.is_empty() {
         String::new()
     } else {
@@ -64,7 +99,7 @@ fn description(c: &Contract, o: &Order, with_contract: bool) -> String {
     format!(
         "{prefix}{verb} {}{contract} {}{price}, {}",
         fmt_qty(o.req.qty),
-        o.req.order_type.title_name(),
+        o.req.order_type.desc_name(),
         tif_word(&o.req.tif)
     )
 }
@@ -79,12 +114,13 @@ fn size_and_fills(o: &Order) -> String {
 
 /// One order as `/iserver/account/orders` lists it.
 pub(crate) fn live_order_json(universe: &Universe, o: &Order) -> Value {
-    let Some(c) = universe.get(o.req.conid) else {
+    let Some(c) = request_contract(universe, &o.req) else {
         return json!({ "orderId": o.id });
     };
+    let c = c.as_ref();
     let mut v = json!({
         "acct": o.req.account,
-        "conidex": o.req.conid.to_string(),
+        "conidex": o.req.conidex(),
         "conid": o.req.conid,
         "account": o.req.account,
         "orderId": o.id,
@@ -109,16 +145,20 @@ pub(crate) fn live_order_json(universe: &Universe, o: &Order) -> Value {
         "fgColor": "#000000",
         "isEventTrading": "0",
         "price": price_text(c, o),
-        "timeInForce": o.req.tif,
+        "timeInForce": tif_shown(o),
         "lastExecutionTime_r": o.updated_ms,
         "side": o.req.side.as_str(),
         "outsideRTH": o.req.outside_rth,
     });
     if let Some(aux) = o.req.aux {
-        v["auxPrice"] = json!(format!(
-            "{aux:.prec$}",
-            prec = crate::market::tick_decimals(c.tick)
-        ));
+        v["auxPrice"] = json!(fmt_price(c, aux));
+    }
+    if let Some(t) = o.req.trailing {
+        if let Some(stop) = o.stop {
+            v["auxPrice"] = json!(fmt_price(c, stop));
+        }
+        v["trailingAmount"] = json!(t.amount);
+        v["trailingType"] = json!(t.type_name());
     }
     if o.status == OrderStatus::Filled {
         v["avgPrice"] = json!(format!(
@@ -133,7 +173,20 @@ pub(crate) fn live_order_json(universe: &Universe, o: &Order) -> Value {
     if let Some(p) = o.parent {
         v["parentId"] = json!(p);
     }
+    if o.req.combo.is_some() {
+        // The legs, readable (`+1 AAPL FEB2027 230 C, -1 AAPL FEB2027 240 C`).
+        v["description2"] = json!(c.name);
+    }
+    if o.req.single_group {
+        v["isSingleGroup"] = json!(true);
+        v["ocaGroup"] = json!(oca_group(o));
+    }
     v
+}
+
+/// Name of the one-cancels-all group of an `isSingleGroup` placement.
+fn oca_group(o: &Order) -> String {
+    format!("oca-{}", o.request_id)
 }
 
 fn filter_name(s: OrderStatus) -> &'static str {
@@ -185,9 +238,10 @@ pub(crate) fn status(sim: &Sim, r: &Req) -> Reply {
     let Some(o) = st.orders.book.get(&id) else {
         return err(503, format!("Order {id} is not found"));
     };
-    let Some(c) = sim.universe.get(o.req.conid) else {
+    let Some(c) = request_contract(&sim.universe, &o.req) else {
         return err(503, format!("Order {id} is not found"));
     };
+    let c = c.as_ref();
     let status_desc = match o.status {
         OrderStatus::Filled => "Order Filled",
         OrderStatus::Cancelled => "Order Cancelled",
@@ -198,7 +252,7 @@ pub(crate) fn status(sim: &Sim, r: &Req) -> Reply {
         "request_id": o.request_id.to_string(),
         "server_id": "0",
         "order_id": o.id,
-        "conidex": o.req.conid.to_string(),
+        "conidex": o.req.conidex(),
         "conid": o.req.conid,
         "symbol": c.symbol,
         "side": if o.req.side == Side::Buy { "B" } else { "S" },
@@ -215,7 +269,7 @@ pub(crate) fn status(sim: &Sim, r: &Req) -> Reply {
         "order_status": o.status.as_str(),
         "order_ccp_status": "0",
         "order_status_description": status_desc,
-        "tif": o.req.tif,
+        "tif": tif_shown(o),
         "fg_color": "#000000",
         "bg_color": "#FFFFFF",
         "order_not_editable": !o.status.working(),
@@ -240,11 +294,27 @@ pub(crate) fn status(sim: &Sim, r: &Req) -> Reply {
         "clearing_id": "IB",
         "clearing_name": "IB",
     });
-    if let Some(p) = o.req.price {
-        v["limit_price"] = json!(format!(
-            "{p:.prec$}",
-            prec = crate::market::tick_decimals(c.tick)
-        ));
+    if let Some(p) = o.req.price.filter(|_| o.req.order_type != OrderType::Trail) {
+        v["limit_price"] = json!(fmt_price(c, p));
+    }
+    let stop = match o.req.order_type {
+        OrderType::Stp => o.req.price,
+        OrderType::StpLmt => o.req.aux,
+        OrderType::Trail => o.stop,
+        _ => None,
+    };
+    if let Some(s) = stop {
+        v["stop_price"] = json!(fmt_price(c, s));
+    }
+    if let Some(t) = o.req.trailing {
+        v["trailing_amount"] = json!(t.amount);
+        v["trailing_type"] = json!(t.type_name());
+    }
+    if o.req.combo.is_some() {
+        v["contract_description_2"] = json!(c.name);
+    }
+    if o.req.single_group {
+        v["oca_group"] = json!(oca_group(o));
     }
     if o.status == OrderStatus::Filled {
         v["average_price"] = json!(format!(

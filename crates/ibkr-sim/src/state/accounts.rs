@@ -130,7 +130,8 @@ pub(crate) fn commission(contract: &Contract, qty: f64, price: f64) -> f64 {
         SecType::Opt => (0.65 * qty).max(1.0),
         SecType::Fut => 2.25 * qty,
         SecType::Cash => 2.0,
-        SecType::Ind => 0.0,
+        // Combos are charged per leg.
+        SecType::Ind | SecType::Bag => 0.0,
     };
     (c.max(0.0) * 100.0).round() / 100.0
 }

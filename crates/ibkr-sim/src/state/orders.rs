@@ -4,10 +4,15 @@
 //!
 //! Marketable orders (MKT, MIDPRICE, or a limit crossing the quote) fill at once at the quote;
 //! others rest as working orders and are checked after every market step. Stops trigger on the
-//! last price. Bracket children (`parentId` naming a sibling's `cOID`) wait as `PreSubmitted`
-//! until their parent fills, and cancel each other (OCA) when one fills. Rejections are HTTP 200
-//! `{"error": ...}` like the live service; malformed requests are 400.
+//! last price; a trailing stop (TRAIL) first moves its stop with the last price, never back.
+//! MOC and LOC rest until cancelled: the simulated market has no close. Bracket children
+//! (`parentId` naming a sibling's `cOID`) wait as `PreSubmitted` until their parent fills, and
+//! cancel each other (OCA) when one fills; so do the orders of one placement sent with
+//! `isSingleGroup: true`. A combo (`conidex` `28812380;;;{conid}/{ratio},...`) is one order
+//! priced per combo unit against its legs' natural bid/ask and filled as one execution per leg.
+//! Rejections are HTTP 200 `{"error": ...}` like the live service; malformed requests are 400.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde_json::{Value, json};
@@ -15,7 +20,7 @@ use serde_json::{Value, json};
 use crate::config::{QuestionPolicy, QuestionRules};
 use crate::state::State;
 use crate::state::accounts::{Execution, Side, commission, grouped};
-use crate::universe::{Contract, SecType, Universe};
+use crate::universe::{Contract, Pricing, SecType, Universe};
 
 /// Order types the simulator accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +30,12 @@ pub(crate) enum OrderType {
     Stp,
     StpLmt,
     Midprice,
+    /// Trailing stop: a stop that follows the last price at a fixed distance.
+    Trail,
+    /// Market on close. The simulator has no closing auction, so it rests until cancelled.
+    Moc,
+    /// Limit on close; rests like MOC.
+    Loc,
 }
 
 impl OrderType {
@@ -35,6 +46,9 @@ impl OrderType {
             "STP" | "STOP" => Some(Self::Stp),
             "STOP_LIMIT" | "STP_LMT" | "STPLMT" => Some(Self::StpLmt),
             "MIDPRICE" => Some(Self::Midprice),
+            "TRAIL" | "TRAILING_STOP" => Some(Self::Trail),
+            "MOC" | "MARKETONCLOSE" | "MARKET_ON_CLOSE" => Some(Self::Moc),
+            "LOC" | "LIMITONCLOSE" | "LIMIT_ON_CLOSE" => Some(Self::Loc),
             _ => None,
         }
     }
@@ -47,6 +61,10 @@ impl OrderType {
             Self::Stp => "STOP",
             Self::StpLmt => "STOP_LIMIT",
             Self::Midprice => "MIDPRICE",
+            Self::Trail => "TRAIL",
+            // The live service lists at-the-close orders as `MARKETONCLOSE` in both fields.
+            Self::Moc => "MARKETONCLOSE",
+            Self::Loc => "LIMITONCLOSE",
         }
     }
 
@@ -58,7 +76,75 @@ impl OrderType {
             Self::Stp => "Stop",
             Self::StpLmt => "Stop Limit",
             Self::Midprice => "Midprice",
+            Self::Trail => "Trail",
+            Self::Moc => "MARKETONCLOSE",
+            Self::Loc => "LIMITONCLOSE",
         }
+    }
+
+    /// The words for the type in order descriptions (`Limit`, `MKT CLS`...).
+    pub(crate) fn desc_name(self) -> &'static str {
+        match self {
+            // As in the live service's `Buy 45 APOG MKT CLS, Day`.
+            Self::Moc => "MKT CLS",
+            Self::Loc => "LMT CLS",
+            other => other.title_name(),
+        }
+    }
+
+    /// Orders that wait for a trigger on the last price (shown `PreSubmitted` until then).
+    pub(crate) fn is_stop(self) -> bool {
+        matches!(self, Self::Stp | Self::StpLmt | Self::Trail)
+    }
+
+    /// At-the-close orders (MOC, LOC).
+    pub(crate) fn at_close(self) -> bool {
+        matches!(self, Self::Moc | Self::Loc)
+    }
+}
+
+/// How far a trailing stop stays from the last price.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Trailing {
+    /// `trailingAmt`: price units, or percent when `percent` is set.
+    pub amount: f64,
+    /// `trailingType: "%"` (otherwise `"amt"`).
+    pub percent: bool,
+}
+
+impl Trailing {
+    /// The distance in price units at this reference price.
+    pub(crate) fn offset(self, price: f64) -> f64 {
+        if self.percent {
+            price * self.amount / 100.0
+        } else {
+            self.amount
+        }
+    }
+
+    /// `amt` or `%`, as the request spells it.
+    pub(crate) fn type_name(self) -> &'static str {
+        if self.percent { "%" } else { "amt" }
+    }
+
+    /// `5.00` or `1.5%`, for descriptions.
+    pub(crate) fn text(self, decimals: usize) -> String {
+        if self.percent {
+            format!("{}%", self.amount)
+        } else {
+            format!("{:.decimals$}", self.amount)
+        }
+    }
+
+    /// The stop `side` would have with the last price at `last`, before ratcheting.
+    fn stop_at(self, side: Side, last: f64, tick: f64) -> f64 {
+        let d = self.offset(last);
+        let raw = if side == Side::Buy {
+            last + d
+        } else {
+            last - d
+        };
+        crate::market::round_tick(raw, tick)
     }
 }
 
@@ -88,6 +174,181 @@ impl OrderStatus {
     }
 }
 
+/// IBKR's spread-template conid for combos of USD legs (the part of `conidex` before `;;;`).
+pub(crate) const USD_SPREAD_TEMPLATE: i64 = 28812380;
+
+/// Most legs a combo may have.
+const MAX_LEGS: usize = 6;
+
+/// One leg of a combo: a contract and its signed ratio (negative legs are sold when the
+/// combo is bought).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ComboLeg {
+    pub conid: i64,
+    pub ratio: i64,
+}
+
+/// A combo (spread) order's legs, from `conidex` `28812380;;;{conid}/{ratio},...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Combo {
+    pub legs: Vec<ComboLeg>,
+}
+
+/// How one leg of a combo fills: contract, side, ratio size and price.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LegFill {
+    pub conid: i64,
+    pub side: Side,
+    pub ratio: f64,
+    pub price: f64,
+}
+
+impl Combo {
+    /// Parses and checks a combo `conidex`; `Err` is the rejection text.
+    fn parse(universe: &Universe, s: &str) -> Result<Self, String> {
+        let malformed = || {
+            format!(
+                "Invalid combo conidex '{s}': expected {USD_SPREAD_TEMPLATE};;;{{conid}}/{{ratio}},{{conid}}/{{ratio}} with whole, non-zero ratios"
+            )
+        };
+        let (template, legs_text) = s.trim().split_once(";;;").ok_or_else(malformed)?;
+        let template: i64 = template.trim().parse().map_err(|_| malformed())?;
+        let mut legs: Vec<ComboLeg> = Vec::new();
+        for part in legs_text.split(',') {
+            let (conid, ratio) = part.trim().split_once('/').ok_or_else(malformed)?;
+            let conid: i64 = conid.trim().parse().map_err(|_| malformed())?;
+            let ratio: i64 = ratio.trim().parse().map_err(|_| malformed())?;
+            if ratio == 0 {
+                return Err(malformed());
+            }
+            if legs.iter().any(|l| l.conid == conid) {
+                return Err(format!(
+                    "Combo leg {conid} appears more than once: each contract may be one leg only"
+                ));
+            }
+            legs.push(ComboLeg { conid, ratio });
+        }
+        if !(2..=MAX_LEGS).contains(&legs.len()) {
+            return Err(format!(
+                "A combo needs 2 to {MAX_LEGS} legs; '{s}' has {}",
+                legs.len()
+            ));
+        }
+        for l in &legs {
+            let c = universe
+                .get(l.conid)
+                .ok_or_else(|| format!("Combo leg {} was not found", l.conid))?;
+            if !matches!(c.sec_type, SecType::Stk | SecType::Opt | SecType::Fut) {
+                return Err(format!(
+                    "Combo leg {} ({}) is a {} contract: combo legs must be stocks, options or futures",
+                    l.conid,
+                    c.description(),
+                    c.sec_type.as_str()
+                ));
+            }
+            if c.currency != "USD" {
+                return Err(format!(
+                    "Combo leg {} ({}) trades in {}: only USD combos (template {USD_SPREAD_TEMPLATE}) are supported",
+                    l.conid,
+                    c.description(),
+                    c.currency
+                ));
+            }
+        }
+        if template != USD_SPREAD_TEMPLATE {
+            return Err(format!(
+                "Combo template conid {template} is not the spread template for USD legs: use {USD_SPREAD_TEMPLATE} before ';;;'"
+            ));
+        }
+        Ok(Self { legs })
+    }
+
+    /// The canonical `conidex`: `28812380;;;265598/1,272093/-1`.
+    pub(crate) fn conidex(&self) -> String {
+        let legs: Vec<String> = self
+            .legs
+            .iter()
+            .map(|l| format!("{}/{}", l.conid, l.ratio))
+            .collect();
+        format!("{USD_SPREAD_TEMPLATE};;;{}", legs.join(","))
+    }
+
+    /// `+1 AAPL FEB2027 230 C, -1 AAPL FEB2027 240 C`.
+    pub(crate) fn legs_text(&self, universe: &Universe) -> String {
+        let legs: Vec<String> = self
+            .legs
+            .iter()
+            .map(|l| {
+                let d = universe
+                    .get(l.conid)
+                    .map(Contract::description)
+                    .unwrap_or_else(|| l.conid.to_string());
+                format!("{:+} {d}", l.ratio)
+            })
+            .collect();
+        legs.join(", ")
+    }
+
+    /// A stand-in contract to describe the combo with: `BAG`, the legs' symbols (`AAPL`, or
+    /// `AAPL/MSFT`), `AAPL Combo` as its description and the legs as its name. Prices are per
+    /// combo unit with a cent tick; the multiplier is the legs' when they share one.
+    pub(crate) fn contract(&self, universe: &Universe) -> Contract {
+        let mut symbols: Vec<&str> = Vec::new();
+        let mut mults: Vec<f64> = Vec::new();
+        for l in &self.legs {
+            if let Some(c) = universe.get(l.conid) {
+                if !symbols.contains(&c.symbol.as_str()) {
+                    symbols.push(&c.symbol);
+                }
+                mults.push(c.multiplier);
+            }
+        }
+        let symbol = symbols.join("/");
+        let multiplier = match mults.first() {
+            Some(m) if mults.iter().all(|x| x == m) => *m,
+            _ => 1.0,
+        };
+        Contract {
+            conid: USD_SPREAD_TEMPLATE,
+            symbol: symbol.clone(),
+            local_symbol: format!("{symbol} Combo"),
+            sec_type: SecType::Bag,
+            name: self.legs_text(universe),
+            listing_exchange: "SMART".into(),
+            order_exchange: "SMART".into(),
+            trading_class: "COMB".into(),
+            currency: "USD".into(),
+            kind: "BAG",
+            sector: None,
+            group: None,
+            multiplier,
+            tick: 0.01,
+            underlying: None,
+            expiry: None,
+            strike: 0.0,
+            right: None,
+            // Never priced: the market prices the legs.
+            pricing: Pricing::Walk {
+                base: 0.0,
+                vol: 0.0,
+            },
+            valid_exchanges: "SMART".into(),
+            has_options: false,
+        }
+    }
+}
+
+/// The contract an order is for: the universe's, or a combo's stand-in.
+pub(crate) fn request_contract<'a>(
+    universe: &'a Universe,
+    r: &OrderRequest,
+) -> Option<Cow<'a, Contract>> {
+    match &r.combo {
+        Some(cb) => Some(Cow::Owned(cb.contract(universe))),
+        None => universe.get(r.conid).map(Cow::Borrowed),
+    }
+}
+
 /// A validated order request.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct OrderRequest {
@@ -102,6 +363,22 @@ pub(crate) struct OrderRequest {
     pub coid: Option<String>,
     pub parent_coid: Option<String>,
     pub outside_rth: bool,
+    /// Trailing distance of TRAIL orders.
+    pub trailing: Option<Trailing>,
+    /// `isSingleGroup`: the orders of one placement that set it form a one-cancels-all group.
+    pub single_group: bool,
+    /// The legs of a combo order (`conid` is then the spread template).
+    pub combo: Option<Combo>,
+}
+
+impl OrderRequest {
+    /// `conidex` as listed: the combo string, or the conid.
+    pub(crate) fn conidex(&self) -> String {
+        match &self.combo {
+            Some(cb) => cb.conidex(),
+            None => self.conid.to_string(),
+        }
+    }
 }
 
 /// An accepted order.
@@ -116,6 +393,8 @@ pub(crate) struct Order {
     pub created_ms: i64,
     pub updated_ms: i64,
     pub triggered: bool,
+    /// Current stop price of a trailing stop (moves with the market until triggered).
+    pub stop: Option<f64>,
     pub request_id: u64,
     /// Question message ids the client confirmed before this order was booked.
     pub confirmed_questions: Vec<String>,
@@ -245,18 +524,34 @@ fn parse_one(universe: &Universe, account: &str, o: &Value) -> Result<OrderReque
             "Order account {acct} does not match the account in the path ({account})"
         ));
     }
-    let conid = obj
-        .get("conid")
-        .and_then(num)
-        .or_else(|| {
-            obj.get("conidex")
-                .and_then(Value::as_str)
-                .and_then(|s| s.split('@').next()?.parse().ok())
-        })
-        .ok_or("Missing conid")? as i64;
-    let contract = universe
-        .get(conid)
-        .ok_or_else(|| format!("Contract {conid} was not found"))?;
+    let combo = match obj.get("conidex").and_then(Value::as_str) {
+        Some(s) if s.contains(";;;") => Some(Combo::parse(universe, s)?),
+        _ => None,
+    };
+    let bag;
+    let (conid, contract) = if let Some(cb) = &combo {
+        bag = cb.contract(universe);
+        (USD_SPREAD_TEMPLATE, &bag)
+    } else {
+        let conid = obj
+            .get("conid")
+            .and_then(num)
+            .or_else(|| {
+                obj.get("conidex")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.split('@').next()?.parse().ok())
+            })
+            .ok_or("Missing conid")? as i64;
+        if conid == USD_SPREAD_TEMPLATE {
+            return Err(format!(
+                "Conid {USD_SPREAD_TEMPLATE} is the USD spread template: send a combo as conidex \"{USD_SPREAD_TEMPLATE};;;{{conid}}/{{ratio}},{{conid}}/{{ratio}}\""
+            ));
+        }
+        let contract = universe
+            .get(conid)
+            .ok_or_else(|| format!("Contract {conid} was not found"))?;
+        (conid, contract)
+    };
     if !contract.tradable() {
         return Err(format!(
             "Contract {conid} ({}) is an index and cannot be traded",
@@ -279,6 +574,11 @@ fn parse_one(universe: &Universe, account: &str, o: &Value) -> Result<OrderReque
         .ok_or("Missing orderType")?;
     let order_type =
         OrderType::parse(ot).ok_or_else(|| format!("Order type '{ot}' is not supported"))?;
+    if combo.is_some() && !matches!(order_type, OrderType::Mkt | OrderType::Lmt) {
+        return Err(format!(
+            "Order type '{ot}' is not supported for combo orders: use MKT or LMT"
+        ));
+    }
     if obj.get("cashQty").is_some() {
         return Err("Cash quantity orders are not supported".into());
     }
@@ -296,10 +596,30 @@ fn parse_one(universe: &Universe, account: &str, o: &Value) -> Result<OrderReque
             "The size, {qty}, must be a whole number for this contract"
         ));
     }
-    let price = obj.get("price").and_then(num);
+    // A market-on-close order has no price; one sent along is ignored like for MKT.
+    let price = obj
+        .get("price")
+        .and_then(num)
+        .filter(|_| order_type != OrderType::Moc);
     let aux = obj.get("auxPrice").and_then(num);
     match order_type {
-        OrderType::Lmt | OrderType::Stp if !price.is_some_and(|p| p > 0.0) => {
+        // A combo's net price may be zero or negative (a credit).
+        OrderType::Lmt if combo.is_some() && !price.is_some_and(f64::is_finite) => {
+            return Err(
+                "A combo limit order needs a price: the net price per combo unit (negative for a credit)"
+                    .into(),
+            );
+        }
+        OrderType::Loc if !price.is_some_and(|p| p > 0.0) => {
+            return Err("A limit-on-close (LOC) order needs a price greater than 0".into());
+        }
+        OrderType::Trail if price.is_some_and(|p| p.is_nan() || p <= 0.0) => {
+            return Err(
+                "The price of a TRAIL order is its initial stop price and must be greater than 0"
+                    .into(),
+            );
+        }
+        OrderType::Lmt | OrderType::Stp if combo.is_none() && !price.is_some_and(|p| p > 0.0) => {
             return Err(format!(
                 "A {} order needs a price greater than 0",
                 order_type.title_name()
@@ -329,6 +649,20 @@ fn parse_one(universe: &Universe, account: &str, o: &Value) -> Result<OrderReque
     if !["DAY", "GTC", "IOC", "OPG", "PAX"].contains(&tif.as_str()) {
         return Err(format!("Invalid time in force '{tif}'"));
     }
+    if order_type.at_close() && tif != "DAY" {
+        // The live service's wording, after the order text; the second sentence is ours.
+        return Err(format!(
+            "\"{} {} {}\"\nInvalid time-in-force for at-the-closing order. MOC and LOC orders need tif DAY (got {tif}).",
+            side.as_str(),
+            fmt_qty(qty),
+            contract.order_text()
+        ));
+    }
+    let trailing = if order_type == OrderType::Trail {
+        Some(parse_trailing(obj)?)
+    } else {
+        None
+    };
     let coid = obj.get("cOID").and_then(Value::as_str).map(str::to_string);
     let parent_coid = obj.get("parentId").and_then(|v| match v {
         Value::String(s) => Some(s.clone()),
@@ -350,7 +684,42 @@ fn parse_one(universe: &Universe, account: &str, o: &Value) -> Result<OrderReque
             .get("outsideRTH")
             .and_then(Value::as_bool)
             .unwrap_or(false),
+        trailing,
+        single_group: obj
+            .get("isSingleGroup")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        combo,
     })
+}
+
+/// `trailingAmt` and `trailingType` of a TRAIL order.
+fn parse_trailing(obj: &serde_json::Map<String, Value>) -> Result<Trailing, String> {
+    let amount = obj
+        .get("trailingAmt")
+        .and_then(num)
+        .filter(|a| *a > 0.0)
+        .ok_or("A trailing stop (TRAIL) order needs trailingAmt greater than 0")?;
+    let percent = match obj
+        .get("trailingType")
+        .and_then(Value::as_str)
+        .map(str::trim)
+    {
+        Some(t) if t.eq_ignore_ascii_case("amt") => false,
+        Some("%") => true,
+        other => {
+            return Err(format!(
+                "Invalid trailingType '{}': use \"amt\" (price units) or \"%\" (percent of the last price)",
+                other.unwrap_or("")
+            ));
+        }
+    };
+    if percent && amount >= 100.0 {
+        return Err(format!(
+            "A trailing percent of {amount} is too large: it must be below 100"
+        ));
+    }
+    Ok(Trailing { amount, percent })
 }
 
 /// `BUY 10 AAPL NASDAQ.NMS @ 150.00` (or `@ MKT`), the order text used in questions.
@@ -417,13 +786,66 @@ pub(crate) fn question_text(
 
 impl State {
     fn reference_price(&self, universe: &Universe, r: &OrderRequest) -> f64 {
+        if let Some(cb) = &r.combo {
+            return match (r.order_type, r.price) {
+                (OrderType::Lmt, Some(p)) => p,
+                _ => self
+                    .combo_fills(universe, cb, r.side)
+                    .map(|(net, _)| net)
+                    .unwrap_or(0.0),
+            };
+        }
         let q = self.market.quote(universe, r.conid);
         match (r.order_type, r.price) {
-            (OrderType::Lmt | OrderType::StpLmt | OrderType::Stp, Some(p)) => p,
+            (OrderType::Lmt | OrderType::StpLmt | OrderType::Stp | OrderType::Loc, Some(p)) => p,
+            (OrderType::Trail, _) => self.initial_trail_stop(universe, r).unwrap_or(0.0),
             _ => q
                 .map(|q| if r.side == Side::Buy { q.ask } else { q.bid })
                 .unwrap_or(0.0),
         }
+    }
+
+    /// How a combo bought (or sold) now would fill, leg by leg at the legs' quotes, and its
+    /// net price per combo unit. Buying a combo buys its positive legs at the ask and sells
+    /// its negative legs at the bid, so the net is the combo's natural ask; selling mirrors
+    /// it and gives the natural bid.
+    pub(crate) fn combo_fills(
+        &self,
+        universe: &Universe,
+        combo: &Combo,
+        side: Side,
+    ) -> Option<(f64, Vec<LegFill>)> {
+        let mut net = 0.0;
+        let mut fills = Vec::new();
+        for l in &combo.legs {
+            let q = self.market.quote(universe, l.conid)?;
+            let leg_side = if (l.ratio > 0) == (side == Side::Buy) {
+                Side::Buy
+            } else {
+                Side::Sell
+            };
+            let price = if leg_side == Side::Buy { q.ask } else { q.bid };
+            net += l.ratio as f64 * price;
+            fills.push(LegFill {
+                conid: l.conid,
+                side: leg_side,
+                ratio: l.ratio.unsigned_abs() as f64,
+                price,
+            });
+        }
+        Some(((net * 1e6).round() / 1e6, fills))
+    }
+
+    /// The stop a new trailing stop starts with: its `price`, or the last price less (for a
+    /// sell) or plus (for a buy) the trailing distance.
+    fn initial_trail_stop(&self, universe: &Universe, r: &OrderRequest) -> Option<f64> {
+        if r.price.is_some() {
+            return r.price;
+        }
+        let t = r.trailing?;
+        let tick = universe.get(r.conid)?.tick;
+        let last = self.market.last(universe, r.conid)?;
+        Some(t.stop_at(r.side, last, tick))
     }
 
     /// The questions (id, text) the policy asks for these orders, less suppressed ids.
@@ -434,7 +856,8 @@ impl State {
     ) -> VecDeque<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         let first = reqs.first();
-        let contract = first.and_then(|r| universe.get(r.conid));
+        let contract = first.and_then(|r| request_contract(universe, r));
+        let contract = contract.as_deref();
         match &self.orders.policy {
             QuestionPolicy::Never => {}
             QuestionPolicy::Chain { message_ids } => {
@@ -459,17 +882,26 @@ impl State {
     ) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         for r in reqs {
-            let Some(c) = universe.get(r.conid) else {
+            let Some(c) = request_contract(universe, r) else {
                 continue;
             };
-            let last = self.market.last(universe, r.conid).unwrap_or(0.0);
+            // A combo's net price can be near zero or negative: no percentage check for it.
+            let last = match r.combo {
+                Some(_) => 0.0,
+                None => self.market.last(universe, r.conid).unwrap_or(0.0),
+            };
             let value = self.order_value(universe, r);
             let mut push = |id: &str| {
                 if !out.iter().any(|(i, _)| i == id) {
-                    out.push((id.to_string(), question_text(id, Some(c), Some(r), value)));
+                    out.push((id.to_string(), question_text(id, Some(&c), Some(r), value)));
                 }
             };
-            if rules.no_market_data && !self.session.subscriptions.contains_key(&r.conid) {
+            let subscribed = |conid: &i64| self.session.subscriptions.contains_key(conid);
+            let has_data = match &r.combo {
+                Some(cb) => cb.legs.iter().all(|l| subscribed(&l.conid)),
+                None => subscribed(&r.conid),
+            };
+            if rules.no_market_data && !has_data {
                 push("o354");
             }
             if rules.market_order && r.order_type == OrderType::Mkt {
@@ -488,7 +920,7 @@ impl State {
             if rules.value_limit.is_some_and(|l| value > l) {
                 push("o451");
             }
-            if rules.stop_order && matches!(r.order_type, OrderType::Stp | OrderType::StpLmt) {
+            if rules.stop_order && r.order_type.is_stop() {
                 push("o10331");
             }
         }
@@ -496,8 +928,10 @@ impl State {
     }
 
     fn order_value(&self, universe: &Universe, r: &OrderRequest) -> f64 {
-        let mult = universe.get(r.conid).map(|c| c.multiplier).unwrap_or(1.0);
-        r.qty * self.reference_price(universe, r) * mult
+        let mult = request_contract(universe, r)
+            .map(|c| c.multiplier)
+            .unwrap_or(1.0);
+        (r.qty * self.reference_price(universe, r) * mult).abs()
     }
 
     fn parse_batch(
@@ -668,12 +1102,16 @@ impl State {
                 self.orders.coids.insert((r.account.clone(), c.clone()));
             }
             let parent = r.parent_coid.as_ref().and_then(|p| by_coid.get(p)).copied();
-            let status =
-                if parent.is_some() || matches!(r.order_type, OrderType::Stp | OrderType::StpLmt) {
-                    OrderStatus::PreSubmitted
-                } else {
-                    OrderStatus::Submitted
-                };
+            let status = if parent.is_some() || r.order_type.is_stop() {
+                OrderStatus::PreSubmitted
+            } else {
+                OrderStatus::Submitted
+            };
+            let stop = if r.order_type == OrderType::Trail {
+                self.initial_trail_stop(universe, &r)
+            } else {
+                None
+            };
             self.orders.book.insert(
                 id,
                 Order {
@@ -686,6 +1124,7 @@ impl State {
                     created_ms: now,
                     updated_ms: now,
                     triggered: false,
+                    stop,
                     request_id,
                     confirmed_questions: asked.clone(),
                 },
@@ -718,6 +1157,26 @@ impl State {
         if !o.status.working() || o.waiting_for_parent(&self.orders.book) {
             return;
         }
+        if let Some(cb) = &o.req.combo {
+            let r = &o.req;
+            let Some((net, legs)) = self.combo_fills(universe, cb, r.side) else {
+                return;
+            };
+            let fills = match (r.order_type, r.price) {
+                (OrderType::Mkt, _) => true,
+                (OrderType::Lmt, Some(l)) if r.side == Side::Buy => l >= net - 1e-9,
+                (OrderType::Lmt, Some(l)) => l <= net + 1e-9,
+                _ => false,
+            };
+            if fills {
+                self.execute_combo(universe, id, net, &legs);
+            } else if r.tif == "IOC" {
+                let o = self.orders.book.get_mut(&id).expect("order exists");
+                o.status = OrderStatus::Cancelled;
+                o.updated_ms = chrono::Utc::now().timestamp_millis();
+            }
+            return;
+        }
         let Some(q) = self.market.quote(universe, o.req.conid) else {
             return;
         };
@@ -726,9 +1185,24 @@ impl State {
         let touch = if buy { q.ask } else { q.bid };
         let crosses = |limit: f64| if buy { touch <= limit } else { touch >= limit };
         let mut triggered = o.triggered;
+        let tick = universe.get(r.conid).map(|c| c.tick).unwrap_or(0.01);
+        // A trailing stop first follows the market (only ever tightening), then triggers on
+        // the new stop like a plain stop.
+        let mut trail_stop = o.stop;
+        if let Some(t) = r.trailing
+            && !triggered
+        {
+            let here = t.stop_at(r.side, q.last, tick);
+            trail_stop = Some(match trail_stop {
+                Some(s) if buy => s.min(here),
+                Some(s) => s.max(here),
+                None => here,
+            });
+        }
         let stop = match r.order_type {
             OrderType::Stp => r.price,
             OrderType::StpLmt => r.aux,
+            OrderType::Trail => trail_stop,
             _ => None,
         };
         if let Some(s) = stop
@@ -739,21 +1213,21 @@ impl State {
         let fill_price = match r.order_type {
             OrderType::Mkt => Some(touch),
             OrderType::Midprice => {
-                let mid = crate::market::round_tick(
-                    q.mid(),
-                    universe.get(r.conid).map(|c| c.tick).unwrap_or(0.01),
-                );
+                let mid = crate::market::round_tick(q.mid(), tick);
                 match r.price {
                     Some(cap) if (buy && mid > cap) || (!buy && mid < cap) => None,
                     _ => Some(mid),
                 }
             }
             OrderType::Lmt => r.price.filter(|l| crosses(*l)).map(|_| touch),
-            OrderType::Stp => triggered.then_some(touch),
+            OrderType::Stp | OrderType::Trail => triggered.then_some(touch),
             OrderType::StpLmt => r.price.filter(|l| triggered && crosses(*l)).map(|_| touch),
+            // No closing auction: at-the-close orders rest until cancelled.
+            OrderType::Moc | OrderType::Loc => None,
         };
         let ioc = r.tif == "IOC";
         let o = self.orders.book.get_mut(&id).expect("order exists");
+        o.stop = trail_stop;
         if triggered && !o.triggered {
             o.triggered = true;
             o.status = OrderStatus::Submitted;
@@ -768,8 +1242,8 @@ impl State {
         }
     }
 
+    /// Fills what is left of order `id` at `price`.
     fn execute(&mut self, universe: &Universe, id: i64, price: f64) {
-        let now = chrono::Utc::now().timestamp_millis();
         let (req, remaining) = {
             let o = &self.orders.book[&id];
             (o.req.clone(), o.req.qty - o.filled)
@@ -777,11 +1251,46 @@ impl State {
         let Some(contract) = universe.get(req.conid) else {
             return;
         };
-        let fee = commission(contract, remaining, price);
-        let Some(account) = self.accounts.get_mut(&req.account) else {
+        if !self.book_execution(contract, id, &req, req.side, remaining, price) {
             return;
+        }
+        self.mark_filled(universe, id, price, remaining);
+    }
+
+    /// Fills what is left of combo order `id`: one execution per leg, the order at `net`.
+    fn execute_combo(&mut self, universe: &Universe, id: i64, net: f64, legs: &[LegFill]) {
+        let (req, remaining) = {
+            let o = &self.orders.book[&id];
+            (o.req.clone(), o.req.qty - o.filled)
         };
-        let after = account.apply_fill(contract, req.side, remaining, price, fee);
+        for l in legs {
+            let Some(contract) = universe.get(l.conid) else {
+                return;
+            };
+            if !self.book_execution(contract, id, &req, l.side, remaining * l.ratio, l.price) {
+                return;
+            }
+        }
+        self.mark_filled(universe, id, net, remaining);
+    }
+
+    /// Applies one fill to the account and records its execution; `false` when the account is
+    /// unknown.
+    fn book_execution(
+        &mut self,
+        contract: &Contract,
+        order_id: i64,
+        req: &OrderRequest,
+        side: Side,
+        qty: f64,
+        price: f64,
+    ) -> bool {
+        let now = chrono::Utc::now().timestamp_millis();
+        let fee = commission(contract, qty, price);
+        let Some(account) = self.accounts.get_mut(&req.account) else {
+            return false;
+        };
+        let after = account.apply_fill(contract, side, qty, price, fee);
         let exec_id = format!(
             "{:08x}.{:08x}.01.01",
             self.rng.next_u64() as u32,
@@ -795,11 +1304,11 @@ impl State {
         };
         self.orders.executions.push(Execution {
             exec_id,
-            order_id: id,
+            order_id,
             account: req.account.clone(),
-            conid: req.conid,
-            side: req.side,
-            qty: remaining,
+            conid: contract.conid,
+            side,
+            qty,
             price,
             commission: fee,
             time_ms: now,
@@ -807,9 +1316,17 @@ impl State {
             exchange,
             position_after: after,
         });
+        true
+    }
+
+    /// Marks order `id` filled (its last `qty` at `price`), then lets its bracket children
+    /// work and cancels what one-cancels-all ties to it: bracket siblings and the other
+    /// members of its `isSingleGroup` placement.
+    fn mark_filled(&mut self, universe: &Universe, id: i64, price: f64, qty: f64) {
+        let now = chrono::Utc::now().timestamp_millis();
         let o = self.orders.book.get_mut(&id).expect("order exists");
         o.avg_fill = if o.filled > 0.0 {
-            (o.avg_fill * o.filled + price * remaining) / o.req.qty
+            (o.avg_fill * o.filled + price * qty) / o.req.qty
         } else {
             price
         };
@@ -817,6 +1334,10 @@ impl State {
         o.status = OrderStatus::Filled;
         o.updated_ms = now;
         let parent = o.parent;
+        let oca = o
+            .req
+            .single_group
+            .then_some((o.req.account.clone(), o.request_id));
         // Children of this order become active; siblings of a filled child are cancelled (OCA).
         let children: Vec<i64> = self
             .orders
@@ -828,21 +1349,39 @@ impl State {
         for c in &children {
             if let Some(child) = self.orders.book.get_mut(c)
                 && child.status == OrderStatus::PreSubmitted
-                && !matches!(child.req.order_type, OrderType::Stp | OrderType::StpLmt)
+                && !child.req.order_type.is_stop()
             {
                 child.status = OrderStatus::Submitted;
             }
         }
-        if let Some(p) = parent {
-            for sib in self.orders.book.values_mut() {
-                if sib.parent == Some(p) && sib.id != id && sib.status.working() {
-                    sib.status = OrderStatus::Cancelled;
-                    sib.updated_ms = now;
-                }
+        let mut cancel: Vec<i64> = Vec::new();
+        for other in self.orders.book.values() {
+            if other.id == id || !other.status.working() {
+                continue;
             }
+            let sibling = parent.is_some() && other.parent == parent;
+            let same_group = oca.as_ref().is_some_and(|(acct, rid)| {
+                other.req.single_group && other.request_id == *rid && other.req.account == *acct
+            });
+            if sibling || same_group {
+                cancel.push(other.id);
+            }
+        }
+        for c in cancel {
+            self.cancel_in_book(c, now);
         }
         for c in children {
             self.try_fill(universe, c);
+        }
+    }
+
+    /// Cancels a working order and its working bracket children.
+    fn cancel_in_book(&mut self, order_id: i64, now: i64) {
+        for o in self.orders.book.values_mut() {
+            if (o.id == order_id || o.parent == Some(order_id)) && o.status.working() {
+                o.status = OrderStatus::Cancelled;
+                o.updated_ms = now;
+            }
         }
     }
 
@@ -892,28 +1431,42 @@ impl State {
         let mut merged = body.clone();
         let obj = merged.as_object_mut().expect("object");
         obj.entry("conid").or_insert(json!(existing.req.conid));
+        if existing.req.combo.is_some() {
+            obj.entry("conidex")
+                .or_insert(json!(existing.req.conidex()));
+        }
         obj.entry("side")
             .or_insert(json!(existing.req.side.as_str()));
         obj.entry("orderType")
             .or_insert(json!(existing.req.order_type.upper_name()));
         obj.entry("quantity").or_insert(json!(existing.req.qty));
         obj.entry("tif").or_insert(json!(existing.req.tif));
-        if let Some(p) = existing.req.price {
+        // A trailing stop's price is only its starting stop: a modification without one keeps
+        // the stop where the market has moved it.
+        if let Some(p) = existing.req.price
+            && existing.req.order_type != OrderType::Trail
+        {
             obj.entry("price").or_insert(json!(p));
         }
         if let Some(a) = existing.req.aux {
             obj.entry("auxPrice").or_insert(json!(a));
+        }
+        if let Some(t) = existing.req.trailing {
+            obj.entry("trailingAmt").or_insert(json!(t.amount));
+            obj.entry("trailingType").or_insert(json!(t.type_name()));
         }
         obj.remove("cOID");
         let mut req = match parse_one(universe, account, &merged) {
             Ok(r) => r,
             Err(e) => return OrderReply::reject(e),
         };
-        if req.conid != existing.req.conid {
+        if req.conid != existing.req.conid || req.combo != existing.req.combo {
             return OrderReply::reject("The contract of an order cannot be modified");
         }
         req.coid = existing.req.coid.clone();
         req.parent_coid = existing.req.parent_coid.clone();
+        // Group membership belongs to the placement, not to the modification.
+        req.single_group = existing.req.single_group;
         let questions = self.questions_for(universe, std::slice::from_ref(&req));
         self.ask_or_run(
             universe,
@@ -937,6 +1490,16 @@ impl State {
                 "Order {order_id} cannot be modified: it is no longer working"
             ));
         }
+        // A trailing stop moves to a new explicit price, starts afresh from the last price
+        // when its trail changed, and otherwise keeps its current stop.
+        let same_trail = o.req.order_type == OrderType::Trail && o.req.trailing == req.trailing;
+        let kept = o.stop.filter(|_| same_trail && req.price.is_none());
+        let stop = match req.order_type {
+            OrderType::Trail => kept.or_else(|| self.initial_trail_stop(universe, &req)),
+            _ => None,
+        };
+        let o = self.orders.book.get_mut(&order_id).expect("order exists");
+        o.stop = stop;
         o.req = req;
         o.updated_ms = chrono::Utc::now().timestamp_millis();
         let status = o.status.as_str();
@@ -967,15 +1530,8 @@ impl State {
             }
             _ => {}
         }
-        o.status = OrderStatus::Cancelled;
-        o.updated_ms = now;
         let conid = o.req.conid;
-        for child in self.orders.book.values_mut() {
-            if child.parent == Some(order_id) && child.status.working() {
-                child.status = OrderStatus::Cancelled;
-                child.updated_ms = now;
-            }
-        }
+        self.cancel_in_book(order_id, now);
         OrderReply::ok(
             json!({ "msg": "Request was submitted", "order_id": order_id, "conid": conid, "account": account }),
             false,
@@ -1001,32 +1557,91 @@ impl State {
             Err(e) => return e,
         };
         let r = &reqs[0];
-        let c = universe.get(r.conid).expect("validated conid");
-        let price = self.reference_price(universe, r);
-        let fee = commission(c, r.qty, price);
         let acct = &self.accounts[account];
         let before = acct.value(universe, &self.market);
-        // The margin and equity impact assumes a fill at the current quote.
-        let touch = self
-            .market
-            .quote(universe, r.conid)
-            .map(|q| if r.side == Side::Buy { q.ask } else { q.bid })
-            .unwrap_or(price);
         let mut sim = acct.clone();
-        sim.apply_fill(c, r.side, r.qty, touch, fee);
-        let after = sim.value(universe, &self.market);
-        let pos_before = acct.positions.get(&r.conid).map(|p| p.qty).unwrap_or(0.0);
-        let unit = match c.sec_type {
-            SecType::Stk => "Shares",
-            SecType::Cash => c.symbol.as_str(),
-            _ => "Contracts",
-        };
-        let ccy = if c.sec_type == SecType::Cash {
-            "USD"
+        let price = self.reference_price(universe, r);
+        let (amount, fee, ccy, unit, position, legs) = if let Some(cb) = &r.combo {
+            // A combo is previewed leg by leg: each leg fills at its side of its quote.
+            let Some((_, fills)) = self.combo_fills(universe, cb, r.side) else {
+                return OrderReply::reject("There is no market data for the legs of this combo");
+            };
+            let mut fee = 0.0;
+            let mut natural = 0.0;
+            let mut legs = Vec::new();
+            let mut positions: [Vec<String>; 3] = Default::default();
+            let mut mults = Vec::new();
+            for (l, f) in cb.legs.iter().zip(&fills) {
+                let c = universe.get(l.conid).expect("validated leg");
+                let qty = r.qty * f.ratio;
+                let leg_fee = commission(c, qty, f.price);
+                fee += leg_fee;
+                natural += l.ratio as f64 * f.price * c.multiplier;
+                mults.push(c.multiplier);
+                sim.apply_fill(c, f.side, qty, f.price, leg_fee);
+                let held = acct.positions.get(&l.conid).map(|p| p.qty).unwrap_or(0.0);
+                let change = f.side.sign() * qty;
+                let d = c.description();
+                positions[0].push(format!("{d}: {}", fmt_qty(held)));
+                positions[1].push(format!("{d}: {}", fmt_qty(change)));
+                positions[2].push(format!("{d}: {}", fmt_qty(held + change)));
+                legs.push(json!({
+                    "conid": l.conid,
+                    "description": d,
+                    "ratio": l.ratio,
+                    "side": f.side.as_str(),
+                    "quantity": qty,
+                    "price": f.price,
+                    "commission": format!("{leg_fee:.2}"),
+                    "position": { "current": fmt_qty(held), "change": fmt_qty(change), "after": fmt_qty(held + change) },
+                }));
+            }
+            // With one multiplier across the legs the net price scales the order; otherwise
+            // the legs' natural prices do.
+            let amount = match mults.first() {
+                Some(m) if mults.iter().all(|x| x == m) => r.qty * price * m,
+                _ => r.qty * natural,
+            };
+            let [cur, chg, aft] = positions.map(|p| p.join("; "));
+            let position = json!({ "current": cur, "change": chg, "after": aft });
+            (
+                amount,
+                fee,
+                "USD",
+                "Combos".to_string(),
+                position,
+                Some(legs),
+            )
         } else {
-            c.currency.as_str()
+            let c = universe.get(r.conid).expect("validated conid");
+            let fee = commission(c, r.qty, price);
+            // The margin and equity impact assumes a fill at the current quote.
+            let touch = self
+                .market
+                .quote(universe, r.conid)
+                .map(|q| if r.side == Side::Buy { q.ask } else { q.bid })
+                .unwrap_or(price);
+            sim.apply_fill(c, r.side, r.qty, touch, fee);
+            let pos_before = acct.positions.get(&r.conid).map(|p| p.qty).unwrap_or(0.0);
+            let unit = match c.sec_type {
+                SecType::Stk => "Shares",
+                SecType::Cash => c.symbol.as_str(),
+                _ => "Contracts",
+            };
+            let ccy = if c.sec_type == SecType::Cash {
+                "USD"
+            } else {
+                c.currency.as_str()
+            };
+            let position = json!({
+                "current": fmt_qty(pos_before),
+                "change": fmt_qty(r.side.sign() * r.qty),
+                "after": fmt_qty(pos_before + r.side.sign() * r.qty),
+            });
+            let amount = r.qty * price * c.multiplier;
+            (amount, fee, ccy, unit.to_string(), position, None)
         };
-        let amount = r.qty * price * c.multiplier;
+        let after = sim.value(universe, &self.market);
         let triple = |cur: f64, aft: f64| json!({ "current": grouped(cur), "change": grouped(aft - cur), "after": grouped(aft) });
         let mut v = json!({
             "amount": {
@@ -1037,13 +1652,12 @@ impl State {
             "equity": triple(before.elv, after.elv),
             "initial": triple(before.init, after.init),
             "maintenance": triple(before.maint, after.maint),
-            "position": {
-                "current": fmt_qty(pos_before),
-                "change": fmt_qty(r.side.sign() * r.qty),
-                "after": fmt_qty(pos_before + r.side.sign() * r.qty),
-            },
+            "position": position,
             "error": Value::Null,
         });
+        if let Some(legs) = legs {
+            v["legs"] = Value::Array(legs);
+        }
         let rules = match &self.orders.policy {
             QuestionPolicy::Rules(rules) => rules.clone(),
             _ => QuestionRules::default(),
@@ -1064,5 +1678,538 @@ impl State {
             ));
         }
         OrderReply::ok(v, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SimConfig;
+    use crate::universe::{option_conid, option_expiries};
+    use chrono::NaiveDate;
+
+    const ACCT: &str = "DU1234567";
+    const AAPL: i64 = 265598;
+
+    /// A fixed-date universe and a state that answers no questions and may take orders.
+    fn setup() -> (Universe, State) {
+        let u = Universe::new(NaiveDate::from_ymd_opt(2026, 12, 2).unwrap());
+        let mut st = State::new(
+            &SimConfig::default().with_questions(QuestionPolicy::Never),
+            &u,
+        );
+        st.session.accounts_queried = true;
+        (u, st)
+    }
+
+    /// Sets the last price and lets working orders react, as the control API does.
+    fn move_to(st: &mut State, u: &Universe, conid: i64, price: f64) {
+        assert!(st.market.set_price(conid, price));
+        st.process_working(u);
+    }
+
+    /// Places `orders` in one request; the booked ids, or the rejection text.
+    fn place(st: &mut State, u: &Universe, orders: Value) -> Result<Vec<i64>, String> {
+        let rep = st.place_orders(u, ACCT, Some(&json!({ "orders": orders })));
+        assert_eq!(rep.status, 200, "{}", rep.body);
+        if let Some(e) = rep.body.get("error").and_then(Value::as_str) {
+            return Err(e.to_string());
+        }
+        Ok(rep
+            .body
+            .as_array()
+            .expect("confirmation array")
+            .iter()
+            .map(|o| o["order_id"].as_str().unwrap().parse().unwrap())
+            .collect())
+    }
+
+    fn place_one(st: &mut State, u: &Universe, order: Value) -> Result<i64, String> {
+        place(st, u, json!([order])).map(|ids| ids[0])
+    }
+
+    fn status(st: &State, id: i64) -> OrderStatus {
+        st.orders.book[&id].status
+    }
+
+    fn position(st: &State, conid: i64) -> f64 {
+        st.accounts[ACCT]
+            .positions
+            .get(&conid)
+            .map(|p| p.qty)
+            .unwrap_or(0.0)
+    }
+
+    fn trail(side: &str, amount: f64, kind: &str) -> Value {
+        json!({ "conid": AAPL, "orderType": "TRAIL", "side": side, "quantity": 10, "tif": "GTC",
+                "trailingAmt": amount, "trailingType": kind })
+    }
+
+    #[test]
+    fn sell_trailing_stop_ratchets_up_then_triggers_and_fills() {
+        let (u, mut st) = setup();
+        move_to(&mut st, &u, AAPL, 230.0);
+        let id = place_one(&mut st, &u, trail("SELL", 5.0, "amt")).unwrap();
+        assert_eq!(status(&st, id), OrderStatus::PreSubmitted);
+        assert_eq!(st.orders.book[&id].stop, Some(225.0));
+        move_to(&mut st, &u, AAPL, 240.0);
+        assert_eq!(st.orders.book[&id].stop, Some(235.0));
+        // A fall that stays above the stop leaves it where it was.
+        move_to(&mut st, &u, AAPL, 237.0);
+        assert_eq!(st.orders.book[&id].stop, Some(235.0));
+        assert_eq!(status(&st, id), OrderStatus::PreSubmitted);
+        move_to(&mut st, &u, AAPL, 234.9);
+        let o = &st.orders.book[&id];
+        assert_eq!(o.status, OrderStatus::Filled);
+        let bid = st.market.quote(&u, AAPL).unwrap().bid;
+        assert_eq!(o.avg_fill, bid, "fills as a market order at the bid");
+        assert_eq!(position(&st, AAPL), 90.0);
+    }
+
+    #[test]
+    fn buy_trailing_stop_in_percent_follows_the_price_down() {
+        let (u, mut st) = setup();
+        move_to(&mut st, &u, AAPL, 230.0);
+        let id = place_one(&mut st, &u, trail("BUY", 2.0, "%")).unwrap();
+        assert_eq!(st.orders.book[&id].stop, Some(234.6));
+        move_to(&mut st, &u, AAPL, 220.0);
+        assert_eq!(st.orders.book[&id].stop, Some(224.4));
+        move_to(&mut st, &u, AAPL, 223.0);
+        assert_eq!(st.orders.book[&id].stop, Some(224.4), "never loosens");
+        move_to(&mut st, &u, AAPL, 224.5);
+        assert_eq!(status(&st, id), OrderStatus::Filled);
+        assert_eq!(position(&st, AAPL), 110.0);
+    }
+
+    #[test]
+    fn trailing_stop_price_is_the_initial_stop_and_modify_can_retrail() {
+        let (u, mut st) = setup();
+        move_to(&mut st, &u, AAPL, 230.0);
+        let mut o = trail("SELL", 5.0, "amt");
+        o["price"] = json!(228.0);
+        let id = place_one(&mut st, &u, o).unwrap();
+        assert_eq!(st.orders.book[&id].stop, Some(228.0));
+        // A new trail starts again from the last price; the quantity alone keeps the stop.
+        let rep = st.modify_order(&u, ACCT, id, Some(&json!({ "trailingAmt": 1.0 })));
+        assert_eq!(rep.status, 200, "{}", rep.body);
+        assert_eq!(st.orders.book[&id].stop, Some(229.0));
+        let rep = st.modify_order(&u, ACCT, id, Some(&json!({ "quantity": 4 })));
+        assert_eq!(rep.status, 200, "{}", rep.body);
+        let o = &st.orders.book[&id];
+        assert_eq!((o.stop, o.req.qty), (Some(229.0), 4.0));
+        assert_eq!(o.req.trailing.map(|t| t.amount), Some(1.0));
+        move_to(&mut st, &u, AAPL, 228.9);
+        assert_eq!(status(&st, id), OrderStatus::Filled);
+        assert_eq!(position(&st, AAPL), 96.0);
+    }
+
+    #[test]
+    fn trailing_stops_without_a_valid_trail_are_rejected() {
+        let (u, mut st) = setup();
+        let no_amount = json!({ "conid": AAPL, "orderType": "TRAIL", "side": "SELL", "quantity": 1, "trailingType": "amt" });
+        let cases = [
+            (no_amount, "needs trailingAmt greater than 0"),
+            (
+                trail("SELL", 0.0, "amt"),
+                "needs trailingAmt greater than 0",
+            ),
+            (trail("SELL", -1.0, "%"), "needs trailingAmt greater than 0"),
+            (trail("SELL", 1.0, "pct"), "Invalid trailingType 'pct'"),
+            (trail("SELL", 100.0, "%"), "must be below 100"),
+        ];
+        for (order, text) in cases {
+            let e = place_one(&mut st, &u, order.clone()).unwrap_err();
+            assert!(e.contains(text), "{order} -> {e}");
+        }
+        let mut missing_type = trail("SELL", 1.0, "amt");
+        missing_type.as_object_mut().unwrap().remove("trailingType");
+        let e = place_one(&mut st, &u, missing_type).unwrap_err();
+        assert!(e.contains("Invalid trailingType ''"), "{e}");
+        assert!(st.orders.book.is_empty());
+    }
+
+    #[test]
+    fn at_the_close_orders_rest_until_cancelled_and_need_day() {
+        let (u, mut st) = setup();
+        let moc = place_one(
+            &mut st,
+            &u,
+            json!({ "conid": AAPL, "orderType": "MOC", "side": "BUY", "quantity": 5, "tif": "DAY", "price": 1.0 }),
+        )
+        .unwrap();
+        let loc = place_one(
+            &mut st,
+            &u,
+            json!({ "conid": AAPL, "orderType": "LOC", "side": "SELL", "quantity": 5, "tif": "DAY", "price": 1.0 }),
+        )
+        .unwrap();
+        for _ in 0..50 {
+            st.step_market(&u);
+        }
+        assert_eq!(status(&st, moc), OrderStatus::Submitted);
+        assert_eq!(
+            status(&st, loc),
+            OrderStatus::Submitted,
+            "a marketable LOC waits for the close too"
+        );
+        assert_eq!(st.orders.book[&moc].req.price, None, "MOC carries no price");
+        assert!(st.orders.executions.is_empty());
+        let rep = st.modify_order(&u, ACCT, loc, Some(&json!({ "price": 2.5 })));
+        assert_eq!(rep.status, 200, "{}", rep.body);
+        assert_eq!(st.orders.book[&loc].req.price, Some(2.5));
+        assert_eq!(st.orders.book[&loc].req.order_type, OrderType::Loc);
+        assert_eq!(st.cancel_order(ACCT, moc).status, 200);
+        assert_eq!(status(&st, moc), OrderStatus::Cancelled);
+        let e = place_one(
+            &mut st,
+            &u,
+            json!({ "conid": AAPL, "orderType": "MOC", "side": "BUY", "quantity": 5, "tif": "GTC" }),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "\"BUY 5 AAPL NASDAQ.NMS\"\nInvalid time-in-force for at-the-closing order. MOC and LOC orders need tif DAY (got GTC)."
+        );
+        let e = place_one(
+            &mut st,
+            &u,
+            json!({ "conid": AAPL, "orderType": "LOC", "side": "BUY", "quantity": 5, "tif": "DAY" }),
+        )
+        .unwrap_err();
+        assert!(e.contains("needs a price"), "{e}");
+    }
+
+    #[test]
+    fn single_group_orders_cancel_each_other_when_one_fills() {
+        let (u, mut st) = setup();
+        move_to(&mut st, &u, AAPL, 230.0);
+        let ids = place(
+            &mut st,
+            &u,
+            json!([
+                { "conid": AAPL, "orderType": "LMT", "price": 235.0, "side": "SELL", "quantity": 10, "tif": "GTC", "isSingleGroup": true },
+                { "conid": AAPL, "orderType": "STP", "price": 225.0, "side": "SELL", "quantity": 10, "tif": "GTC", "isSingleGroup": true },
+            ]),
+        )
+        .unwrap();
+        // Another placement, not in the group, with the same price.
+        let other = place_one(
+            &mut st,
+            &u,
+            json!({ "conid": AAPL, "orderType": "LMT", "price": 235.0, "side": "SELL", "quantity": 1, "tif": "GTC" }),
+        )
+        .unwrap();
+        assert_eq!(status(&st, ids[0]), OrderStatus::Submitted);
+        assert_eq!(status(&st, ids[1]), OrderStatus::PreSubmitted);
+        move_to(&mut st, &u, AAPL, 236.0);
+        assert_eq!(status(&st, ids[0]), OrderStatus::Filled);
+        assert_eq!(status(&st, ids[1]), OrderStatus::Cancelled);
+        assert_eq!(status(&st, other), OrderStatus::Filled);
+        assert_eq!(position(&st, AAPL), 89.0);
+    }
+
+    #[test]
+    fn a_group_member_that_fills_at_once_cancels_the_rest_at_placement() {
+        let (u, mut st) = setup();
+        move_to(&mut st, &u, AAPL, 230.0);
+        let ids = place(
+            &mut st,
+            &u,
+            json!([
+                { "conid": AAPL, "orderType": "LMT", "price": 231.0, "side": "BUY", "quantity": 1, "isSingleGroup": true },
+                { "conid": AAPL, "orderType": "LMT", "price": 220.0, "side": "BUY", "quantity": 1, "isSingleGroup": true },
+            ]),
+        )
+        .unwrap();
+        assert_eq!(status(&st, ids[0]), OrderStatus::Filled);
+        assert_eq!(status(&st, ids[1]), OrderStatus::Cancelled);
+        // Without the flag, orders of one placement are independent.
+        let ids = place(
+            &mut st,
+            &u,
+            json!([
+                { "conid": AAPL, "orderType": "LMT", "price": 231.0, "side": "BUY", "quantity": 1 },
+                { "conid": AAPL, "orderType": "LMT", "price": 220.0, "side": "BUY", "quantity": 1 },
+            ]),
+        )
+        .unwrap();
+        assert_eq!(status(&st, ids[0]), OrderStatus::Filled);
+        assert_eq!(status(&st, ids[1]), OrderStatus::Submitted);
+    }
+
+    #[test]
+    fn bracket_parent_fill_activates_children_and_the_stop_cancels_the_target() {
+        let (u, mut st) = setup();
+        move_to(&mut st, &u, AAPL, 230.0);
+        let ids = place(
+            &mut st,
+            &u,
+            json!([
+                { "conid": AAPL, "orderType": "LMT", "price": 229.0, "side": "BUY", "quantity": 10, "tif": "GTC", "cOID": "entry" },
+                { "conid": AAPL, "orderType": "LMT", "price": 240.0, "side": "SELL", "quantity": 10, "tif": "GTC", "cOID": "target", "parentId": "entry" },
+                { "conid": AAPL, "orderType": "STP", "price": 220.0, "side": "SELL", "quantity": 10, "tif": "GTC", "cOID": "stop", "parentId": "entry" },
+            ]),
+        )
+        .unwrap();
+        let [entry, target, stop] = [ids[0], ids[1], ids[2]];
+        assert_eq!(status(&st, entry), OrderStatus::Submitted);
+        assert_eq!(status(&st, target), OrderStatus::PreSubmitted);
+        assert_eq!(status(&st, stop), OrderStatus::PreSubmitted);
+        // A price under the stop does nothing while the parent is unfilled.
+        st.market.set_price(AAPL, 219.0);
+        st.try_fill(&u, stop);
+        assert_eq!(status(&st, stop), OrderStatus::PreSubmitted);
+        move_to(&mut st, &u, AAPL, 228.9);
+        assert_eq!(status(&st, entry), OrderStatus::Filled);
+        assert_eq!(status(&st, target), OrderStatus::Submitted);
+        // The stop leg works too but, like every stop, shows PreSubmitted until it triggers.
+        assert_eq!(status(&st, stop), OrderStatus::PreSubmitted);
+        assert_eq!(position(&st, AAPL), 110.0);
+        move_to(&mut st, &u, AAPL, 219.5);
+        assert_eq!(status(&st, stop), OrderStatus::Filled);
+        assert_eq!(status(&st, target), OrderStatus::Cancelled);
+        assert_eq!(position(&st, AAPL), 100.0);
+    }
+
+    /// The conidex of a call spread on AAPL's `n`th expiry: +1 `long` call, -1 `short` call.
+    fn call_spread(u: &Universe, n: usize, long: f64, short: f64) -> (String, i64, i64) {
+        let e = option_expiries(u.today, 3)[n];
+        let (a, b) = (
+            option_conid("AAPL", e, long, 'C'),
+            option_conid("AAPL", e, short, 'C'),
+        );
+        (format!("28812380;;;{a}/1,{b}/-1"), a, b)
+    }
+
+    fn combo(conidex: &str, side: &str, order_type: &str, price: Option<f64>, qty: f64) -> Value {
+        let mut o = json!({ "conidex": conidex, "orderType": order_type, "side": side, "quantity": qty, "tif": "DAY" });
+        if let Some(p) = price {
+            o["price"] = json!(p);
+        }
+        o
+    }
+
+    #[test]
+    fn combo_natural_prices_come_from_the_legs_quotes() {
+        let (u, mut st) = setup();
+        move_to(&mut st, &u, AAPL, 230.0);
+        let (conidex, a, b) = call_spread(&u, 0, 230.0, 240.0);
+        let cb = Combo::parse(&u, &conidex).unwrap();
+        let (qa, qb) = (
+            st.market.quote(&u, a).unwrap(),
+            st.market.quote(&u, b).unwrap(),
+        );
+        let (ask, buy_legs) = st.combo_fills(&u, &cb, Side::Buy).unwrap();
+        let (bid, sell_legs) = st.combo_fills(&u, &cb, Side::Sell).unwrap();
+        assert!((ask - (qa.ask - qb.bid)).abs() < 1e-9);
+        assert!((bid - (qa.bid - qb.ask)).abs() < 1e-9);
+        assert!(ask > bid && bid > 0.0);
+        assert_eq!(
+            buy_legs.iter().map(|l| l.side).collect::<Vec<_>>(),
+            [Side::Buy, Side::Sell]
+        );
+        assert_eq!(
+            sell_legs.iter().map(|l| l.side).collect::<Vec<_>>(),
+            [Side::Sell, Side::Buy]
+        );
+        assert_eq!(cb.conidex(), conidex);
+        let c = cb.contract(&u);
+        assert_eq!((c.sec_type.as_str(), c.symbol.as_str()), ("BAG", "AAPL"));
+        assert_eq!(c.multiplier, 100.0);
+    }
+
+    #[test]
+    fn combo_market_order_books_one_execution_per_leg() {
+        let (u, mut st) = setup();
+        move_to(&mut st, &u, AAPL, 230.0);
+        // The account holds two of the 240 calls of the second expiry: the short leg closes them.
+        let (conidex, a, b) = call_spread(&u, 1, 230.0, 240.0);
+        assert_eq!(position(&st, b), 2.0);
+        let cash0 = st.accounts[ACCT].cash["USD"];
+        let (qa, qb) = (
+            st.market.quote(&u, a).unwrap(),
+            st.market.quote(&u, b).unwrap(),
+        );
+        let id = place_one(&mut st, &u, combo(&conidex, "BUY", "MKT", None, 2.0)).unwrap();
+        let o = &st.orders.book[&id];
+        assert_eq!(o.status, OrderStatus::Filled);
+        assert_eq!(o.req.conid, USD_SPREAD_TEMPLATE);
+        assert!((o.avg_fill - (qa.ask - qb.bid)).abs() < 1e-9);
+        let ex: Vec<_> = st
+            .orders
+            .executions
+            .iter()
+            .filter(|e| e.order_id == id)
+            .collect();
+        assert_eq!(ex.len(), 2);
+        assert_eq!(
+            (ex[0].conid, ex[0].side, ex[0].qty, ex[0].price),
+            (a, Side::Buy, 2.0, qa.ask)
+        );
+        assert_eq!(
+            (ex[1].conid, ex[1].side, ex[1].qty, ex[1].price),
+            (b, Side::Sell, 2.0, qb.bid)
+        );
+        assert_eq!(position(&st, a), 2.0);
+        assert_eq!(position(&st, b), 0.0);
+        let fees: f64 = ex.iter().map(|e| e.commission).sum();
+        let expected = cash0 - 200.0 * qa.ask + 200.0 * qb.bid - fees;
+        assert!((st.accounts[ACCT].cash["USD"] - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn combo_limit_rests_until_the_market_reaches_it() {
+        let (u, mut st) = setup();
+        move_to(&mut st, &u, AAPL, 230.0);
+        let (conidex, a, b) = call_spread(&u, 0, 230.0, 240.0);
+        let cb = Combo::parse(&u, &conidex).unwrap();
+        let bid = st.combo_fills(&u, &cb, Side::Sell).unwrap().0;
+        let limit = ((bid + 0.5) * 100.0).round() / 100.0;
+        let id = place_one(
+            &mut st,
+            &u,
+            combo(&conidex, "SELL", "LMT", Some(limit), 1.0),
+        )
+        .unwrap();
+        assert_eq!(status(&st, id), OrderStatus::Submitted);
+        // Deep in the money the spread is worth close to its width.
+        move_to(&mut st, &u, AAPL, 260.0);
+        let o = &st.orders.book[&id];
+        assert_eq!(o.status, OrderStatus::Filled);
+        assert!(o.avg_fill >= limit);
+        assert_eq!((position(&st, a), position(&st, b)), (-1.0, 1.0));
+        // A buy below the natural ask rests; raising its price to the ask fills it.
+        let ask = st.combo_fills(&u, &cb, Side::Buy).unwrap().0;
+        let low = ((ask - 1.0) * 100.0).round() / 100.0;
+        let id = place_one(&mut st, &u, combo(&conidex, "BUY", "LMT", Some(low), 1.0)).unwrap();
+        assert_eq!(status(&st, id), OrderStatus::Submitted);
+        let high = ((ask + 0.05) * 100.0).round() / 100.0;
+        let rep = st.modify_order(&u, ACCT, id, Some(&json!({ "price": high })));
+        assert_eq!(rep.status, 200, "{}", rep.body);
+        assert_eq!(status(&st, id), OrderStatus::Filled);
+        assert!((st.orders.book[&id].avg_fill - ask).abs() < 1e-9);
+        assert_eq!((position(&st, a), position(&st, b)), (0.0, 0.0));
+    }
+
+    #[test]
+    fn combo_orders_can_be_credits_and_cancelled() {
+        let (u, mut st) = setup();
+        move_to(&mut st, &u, AAPL, 230.0);
+        let (conidex, _, _) = call_spread(&u, 0, 230.0, 240.0);
+        // Selling the spread for a credit far above its value rests.
+        let id = place_one(&mut st, &u, combo(&conidex, "SELL", "LMT", Some(9.5), 1.0)).unwrap();
+        let rep = st.modify_order(
+            &u,
+            ACCT,
+            id,
+            Some(&json!({ "price": -0.25, "side": "BUY" })),
+        );
+        assert_eq!(rep.status, 200, "{}", rep.body);
+        let o = &st.orders.book[&id];
+        assert_eq!((o.req.price, o.req.side), (Some(-0.25), Side::Buy));
+        assert_eq!(o.status, OrderStatus::Submitted);
+        let rep = st.modify_order(
+            &u,
+            ACCT,
+            id,
+            Some(&json!({ "conidex": "28812380;;;265598/1,272093/-1" })),
+        );
+        assert!(
+            rep.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("cannot be modified")
+        );
+        let rep = st.cancel_order(ACCT, id);
+        assert_eq!(rep.body["conid"], USD_SPREAD_TEMPLATE);
+        assert_eq!(status(&st, id), OrderStatus::Cancelled);
+    }
+
+    #[test]
+    fn malformed_or_unsupported_combos_are_rejected() {
+        let (u, mut st) = setup();
+        let e0 = option_expiries(u.today, 3)[0];
+        let c230 = option_conid("AAPL", e0, 230.0, 'C');
+        let seven: Vec<String> = [200.0, 205.0, 210.0, 215.0, 220.0, 225.0, 230.0]
+            .iter()
+            .map(|k| format!("{}/1", option_conid("AAPL", e0, *k, 'C')))
+            .collect();
+        let cases = [
+            (format!("28812380;;;{c230}/1"), "2 to 6 legs"),
+            (format!("28812380;;;{}", seven.join(",")), "2 to 6 legs"),
+            (format!("28812380;;;{c230}/1,{c230}/-1"), "more than once"),
+            (
+                format!("28812380;;;{c230}/1,999999/-1"),
+                "Combo leg 999999 was not found",
+            ),
+            (
+                format!("28812380;;;{c230}/0,265598/1"),
+                "Invalid combo conidex",
+            ),
+            (
+                format!("28812380;;;{c230}:1,265598/1"),
+                "Invalid combo conidex",
+            ),
+            (
+                "abc;;;265598/1,272093/-1".to_string(),
+                "Invalid combo conidex",
+            ),
+            ("28812380;;;".to_string(), "Invalid combo conidex"),
+            ("28812381;;;265598/1,272093/-1".to_string(), "use 28812380"),
+            (
+                "28812380;;;265598/1,12087792/-1".to_string(),
+                "combo legs must be stocks",
+            ),
+            (
+                "28812380;;;265598/1,416904/-1".to_string(),
+                "combo legs must be stocks",
+            ),
+        ];
+        for (conidex, text) in cases {
+            let e = place_one(&mut st, &u, combo(&conidex, "BUY", "MKT", None, 1.0)).unwrap_err();
+            assert!(e.contains(text), "{conidex} -> {e}");
+        }
+        let ok = "28812380;;;265598/1,272093/-1";
+        let e = place_one(&mut st, &u, combo(ok, "BUY", "STP", Some(1.0), 1.0)).unwrap_err();
+        assert!(e.contains("use MKT or LMT"), "{e}");
+        let e = place_one(&mut st, &u, combo(ok, "BUY", "LMT", None, 1.0)).unwrap_err();
+        assert!(e.contains("net price per combo unit"), "{e}");
+        let e = place_one(&mut st, &u, combo(ok, "BUY", "MKT", None, 1.5)).unwrap_err();
+        assert!(e.contains("whole number"), "{e}");
+        let e = place_one(
+            &mut st,
+            &u,
+            json!({ "conid": 28812380, "orderType": "MKT", "side": "BUY", "quantity": 1 }),
+        )
+        .unwrap_err();
+        assert!(e.contains("spread template"), "{e}");
+        assert!(st.orders.book.is_empty());
+    }
+
+    #[test]
+    fn combo_whatif_sums_the_legs_and_places_nothing() {
+        let (u, mut st) = setup();
+        move_to(&mut st, &u, AAPL, 230.0);
+        let (conidex, _, _) = call_spread(&u, 0, 230.0, 240.0);
+        let cb = Combo::parse(&u, &conidex).unwrap();
+        let ask = st.combo_fills(&u, &cb, Side::Buy).unwrap().0;
+        let rep = st.whatif(
+            &u,
+            ACCT,
+            Some(&json!({ "orders": [combo(&conidex, "BUY", "MKT", None, 2.0)] })),
+        );
+        assert_eq!(rep.status, 200, "{}", rep.body);
+        let v = rep.body;
+        // Two option legs of 2 contracts each: 1.30 USD apiece.
+        assert_eq!(v["amount"]["commission"], "2.60 USD");
+        assert_eq!(
+            v["amount"]["amount"],
+            format!("{} USD (2 Combos)", grouped(2.0 * ask * 100.0))
+        );
+        assert_eq!(v["legs"].as_array().unwrap().len(), 2);
+        assert_eq!(v["legs"][1]["side"], "SELL");
+        assert_eq!(v["legs"][1]["position"]["change"], "-2");
+        assert!(v["position"]["after"].as_str().unwrap().contains("AAPL"));
+        assert!(st.orders.book.is_empty() && st.orders.executions.is_empty());
     }
 }
