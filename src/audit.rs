@@ -25,7 +25,7 @@ pub struct Entry {
     pub id: String,
     /// `intent` (about to send) or `result`.
     pub phase: &'static str,
-    /// Tool name.
+    /// Tool name (a task tool's call of a generated tool: `place_order/place_orders`).
     pub tool: String,
     /// operationId it maps to.
     pub operation: String,

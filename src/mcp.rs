@@ -75,6 +75,7 @@ impl ServerState {
         self.pending.clear();
         self.continuations.clear();
         self.policy.clear_previews();
+        self.tasks.void_writes();
     }
 
     /// The `instructions` returned by `initialize`: the workflow, in terms of the exposed tools.
@@ -239,6 +240,9 @@ impl IbkrServer {
                 ));
             }
         };
+        if tasks::is_write_task(def) {
+            return Box::pin(self.write_task(def, arguments, human, resume)).await;
+        }
         if catalog::is_server_tool(def) {
             return Ok(self.server_tool(def, arguments).await.into());
         }
@@ -360,7 +364,7 @@ impl IbkrServer {
             time: audit::now(),
             id: ctx.id.clone(),
             phase: "result",
-            tool: def.name.clone(),
+            tool: ctx.tool_name(def),
             operation: def.operation_id.clone(),
             arguments: masked,
             decision: attempt.decision,
@@ -530,13 +534,30 @@ pub const PREVIEW_TOKEN_ARG: &str = "previewToken";
 struct CallCtx {
     id: String,
     started: std::time::Instant,
+    /// The task tool that planned this call (its preview token is the task's to hand out).
+    via: Option<&'static str>,
+    /// The order in words, as the task tool that planned it says it.
+    words: Option<String>,
+    /// A preview token issued during this call, for the task tool to hand out.
+    preview_token: std::sync::Mutex<Option<String>>,
 }
 
 impl CallCtx {
+    /// The tool as the audit log names it: a task tool's planned call as `task/generated`.
+    fn tool_name(&self, def: &ToolDef) -> String {
+        match self.via {
+            Some(via) => format!("{via}/{}", def.name),
+            None => def.name.clone(),
+        }
+    }
+
     fn new() -> Self {
         Self {
             id: uuid::Uuid::new_v4().simple().to_string(),
             started: std::time::Instant::now(),
+            via: None,
+            words: None,
+            preview_token: std::sync::Mutex::new(None),
         }
     }
 }

@@ -771,6 +771,10 @@ fn check_shape(order: &Map<String, Value>, limited: bool) -> Result<(), Refusal>
             .parse::<i64>()
     });
     match (conid, from_conidex) {
+        (None, None) => Err(refuse(
+            "order_shape",
+            "the order names no contract: give conid (or conidex for a combo)",
+        )),
         (_, Some(Err(_))) => Err(refuse(
             "order_shape",
             "the order's conidex does not start with a conid (`<conid>` or `<conid>@<exchange>`); \

@@ -73,7 +73,7 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
     .map_err(anyhow::Error::msg)?;
     let mut inventory = inventory;
     if cfg.require_preview {
-        for tool in ["place_orders", "modify_order"] {
+        for tool in ["place_orders", "modify_iserver_order"] {
             inventory.add_argument(
                 tool,
                 crate::mcp::PREVIEW_TOKEN_ARG,

@@ -132,6 +132,11 @@ fn sample(schema: &Value) -> Value {
                 let k = r.as_str().unwrap_or_default();
                 m.insert(k.to_string(), sample(&schema["properties"][k]));
             }
+            // An order ticket names its contract by conid or conidex (neither is required
+            // alone, for combos); a valid one names one.
+            if schema["properties"].get("conidex").is_some() && !m.contains_key("conid") {
+                m.insert("conid".into(), sample(&schema["properties"]["conid"]));
+            }
             Value::Object(m)
         }
         Some("object") => json!({}),
@@ -687,7 +692,10 @@ async fn require_preview_covers_modify_order() {
     let s = server(&gw(&gateway), &["--allow-trading", "--require-preview"]);
     let new_order = limit(265598, "BUY", 2.0, 101.0);
     let mut m = args(json!({"accountId": "DU1", "orderId": "7", "body": new_order})).unwrap();
-    let r = s.call("modify_order", Some(m.clone())).await.unwrap();
+    let r = s
+        .call("modify_iserver_order", Some(m.clone()))
+        .await
+        .unwrap();
     assert_eq!(rule(&r), "preview", "{}", text_of(&r));
     assert_eq!(modify.calls_async().await, 0);
     let preview = s
@@ -701,13 +709,13 @@ async fn require_preview_covers_modify_order() {
         .unwrap()
         .to_string();
     m.insert("previewToken".into(), json!(token));
-    let r = s.call("modify_order", Some(m)).await.unwrap();
+    let r = s.call("modify_iserver_order", Some(m)).await.unwrap();
     assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
     assert_eq!(modify.calls_async().await, 1);
     let tool = s
         .tools()
         .into_iter()
-        .find(|t| t.name == "modify_order")
+        .find(|t| t.name == "modify_iserver_order")
         .unwrap();
     assert!(
         tool.input_schema["required"]
@@ -754,10 +762,10 @@ async fn the_kill_switch_stops_every_write_and_only_the_user_lifts_it() {
     for (tool, a) in [
         ("place_orders", place("DU1", limit(265598, "BUY", 1.0, 1.0))),
         (
-            "cancel_order",
+            "cancel_iserver_order",
             args(json!({"accountId": "DU1", "orderId": "1"})),
         ),
-        ("delete_watchlist", args(json!({"id": "1"}))),
+        ("delete_iserver_watchlist", args(json!({"id": "1"}))),
     ] {
         let r = s.call(tool, a).await.unwrap();
         assert_eq!(rule(&r), "kill_switch", "{tool}: {}", text_of(&r));
@@ -905,26 +913,29 @@ async fn a_modification_is_valued_as_the_order_it_leaves_at_the_gateway() {
     let no_price =
         json!({"conid": 265598, "side": "BUY", "orderType": "STP", "tif": "GTC", "quantity": 21});
     let r = s
-        .call("modify_order", modify("DU1", no_price))
+        .call("modify_iserver_order", modify("DU1", no_price))
         .await
         .unwrap();
     assert_eq!(rule(&r), "notional", "{}", text_of(&r));
     assert!(text_of(&r).contains("6300.00"), "{}", text_of(&r));
     let other_contract = json!({"conid": 8314, "side": "BUY", "orderType": "STP", "tif": "GTC", "quantity": 1, "price": 1});
     let r = s
-        .call("modify_order", modify("DU1", other_contract))
+        .call("modify_iserver_order", modify("DU1", other_contract))
         .await
         .unwrap();
     assert_eq!(rule(&r), "order_shape", "{}", text_of(&r));
     let small = json!({"conid": 265598, "side": "BUY", "orderType": "STP", "tif": "GTC", "quantity": 2, "price": 250});
     let r = s
-        .call("modify_order", modify("DU2", small.clone()))
+        .call("modify_iserver_order", modify("DU2", small.clone()))
         .await
         .unwrap();
     assert_eq!(rule(&r), "account", "{}", text_of(&r));
     assert_eq!(orders.calls_async().await, 0);
     // Control: a modification within the limit goes through.
-    let r = s.call("modify_order", modify("DU1", small)).await.unwrap();
+    let r = s
+        .call("modify_iserver_order", modify("DU1", small))
+        .await
+        .unwrap();
     assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
     assert_eq!(orders.calls_async().await, 1);
 }

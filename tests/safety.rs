@@ -265,7 +265,7 @@ async fn quantity_notional_and_security_type_limits_refuse_before_sending() {
     // Modifying an order is held to the same limits.
     let m = s
         .call(
-            "modify_order",
+            "modify_iserver_order",
             args(json!({"accountId": "DU1", "orderId": "5", "body": order(265598, "LMT", 500.0, Some(1.0))})),
         )
         .await
@@ -477,7 +477,7 @@ async fn hidden_write_called_by_name_is_refused_and_audited() {
         &["--toolsets", "all", "--audit-log", audit.to_str().unwrap()],
     );
     let r = s
-        .call("delete_watchlist", args(json!({"id": "1"})))
+        .call("delete_iserver_watchlist", args(json!({"id": "1"})))
         .await
         .unwrap();
     assert_eq!(r.is_error, Some(true));
@@ -488,7 +488,7 @@ async fn hidden_write_called_by_name_is_refused_and_audited() {
     assert_eq!(any.calls_async().await, 0);
     let lines = audit_lines(&audit);
     assert_eq!(lines.len(), 1);
-    assert_eq!(lines[0]["tool"], "delete_watchlist");
+    assert_eq!(lines[0]["tool"], "delete_iserver_watchlist");
     assert_eq!(lines[0]["decision"], "refused");
 }
 

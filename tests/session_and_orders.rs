@@ -370,7 +370,7 @@ async fn reads_are_retried_on_5xx_and_writes_never_are() {
     let c = s
         .server
         .call(
-            "cancel_order",
+            "cancel_iserver_order",
             args(json!({"accountId": "DU1234567", "orderId": "123"})),
         )
         .await

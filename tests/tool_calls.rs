@@ -348,7 +348,7 @@ async fn write_that_times_out_is_sent_once_and_says_check_before_retrying() {
     flags.extend(["--request-timeout", "1"]);
     let r = server(&gw(&gateway), &flags)
         .call(
-            "cancel_order",
+            "cancel_iserver_order",
             args(json!({"accountId": "DU1", "orderId": "77"})),
         )
         .await

@@ -172,7 +172,9 @@ impl IbkrServer {
             let auth = if def.read_only {
                 Authorized::default()
             } else {
-                let auth = self.authorize(def, b, &call, human, live_confirmed).await?;
+                let auth = self
+                    .authorize(def, b, &call, human, live_confirmed, ctx)
+                    .await?;
                 self.intent(def, &call.args, ctx).await?;
                 auth
             };
@@ -180,7 +182,7 @@ impl IbkrServer {
                 quotes::with_availability(&mut call.args);
             }
             let sent = self.send_stage(def, b, &call.args).await;
-            self.shape(def, b, &call.args, auth, sent, human).await
+            self.shape(def, b, &call.args, auth, sent, human, ctx).await
         };
         match staged.await {
             Ok(done) => Ok(done),
@@ -239,6 +241,7 @@ impl IbkrServer {
         call: &Prepared,
         human: &orders::Human,
         live_confirmed: bool,
+        ctx: &CallCtx,
     ) -> Result<Authorized<'_>, Stop> {
         let state = &self.state;
         let args = &call.args;
@@ -279,7 +282,7 @@ impl IbkrServer {
             })?);
         }
         if b.order && !live_confirmed {
-            self.confirm_live(def, args, human).await?;
+            self.confirm_live(def, args, human, ctx).await?;
         }
         Ok(auth)
     }
@@ -291,6 +294,7 @@ impl IbkrServer {
         def: &'static ToolDef,
         args: &Map<String, Value>,
         human: &orders::Human,
+        ctx: &CallCtx,
     ) -> Result<(), Stop> {
         let state = &self.state;
         let live = policy::accounts_in(args)
@@ -299,7 +303,10 @@ impl IbkrServer {
         if !state.confirm_live_orders || !live || !human.can_ask() {
             return Ok(());
         }
-        let what = self.describe_order(args).await;
+        let what = match &ctx.words {
+            Some(w) => w.clone(),
+            None => self.describe_order(args).await,
+        };
         let message = format!("Send this order to a LIVE (real-money) account?\n\n{what}");
         match human.confirm(&message).await {
             orders::Answer::Yes => Ok(()),
@@ -379,6 +386,7 @@ impl IbkrServer {
         auth: Authorized<'_>,
         sent: Sent,
         human: &orders::Human,
+        ctx: &CallCtx,
     ) -> Result<(Attempt, CallToolResponse), Stop> {
         let state = &self.state;
         let reached_gateway = sent.reached_gateway();
@@ -408,7 +416,10 @@ impl IbkrServer {
         } else if let Some(first) = question {
             let (order, rounds) = match &auth.chain_from {
                 Some(p) => (p.order.clone(), p.rounds),
-                None => (self.describe_order(args).await, 0),
+                None => match &ctx.words {
+                    Some(w) => (w.clone(), 0),
+                    None => (self.describe_order(args).await, 0),
+                },
             };
             let outcome = orders::run_chain(
                 &state.client,
@@ -447,12 +458,17 @@ impl IbkrServer {
         let is_error = result.is_error.unwrap_or(false);
         if b.issues_preview_token && !is_error && state.policy.limits().require_preview {
             let token = state.policy.issue_preview_token(&def.operation_id, args);
-            result.content.push(rmcp::model::ContentBlock::text(format!(
+            if ctx.via.is_some() {
+                // The task tool hands it out, with its own words.
+                *ctx.preview_token.lock().unwrap_or_else(|e| e.into_inner()) = Some(token);
+            } else {
+                result.content.push(rmcp::model::ContentBlock::text(format!(
                 "Note: previewToken {token} — pass it as `{PREVIEW_TOKEN_ARG}` to place_orders \
-                 (or modify_order) with exactly this accountId and order, within {} s (single \
+                 (or modify_iserver_order) with exactly this accountId and order, within {} s (single \
                  use).",
                 state.policy.limits().preview_ttl.as_secs()
             )));
+            }
         }
         tracing::info!(is_error, "tool call done");
         let error_text = is_error.then(|| {
@@ -493,7 +509,7 @@ impl IbkrServer {
                 time: audit::now(),
                 id: ctx.id.clone(),
                 phase: "intent",
-                tool: def.name.clone(),
+                tool: ctx.tool_name(def),
                 operation: def.operation_id.clone(),
                 arguments: masked,
                 decision: "sending",

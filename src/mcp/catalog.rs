@@ -246,7 +246,10 @@ impl Inventory {
             })
             .filter(|t| {
                 // 2. toolsets, 3. include
-                selected.contains(t.toolset.as_str()) || filter.include.contains(&t.name)
+                selected.contains(t.toolset.as_str())
+                    || filter.include.contains(&t.name)
+                    || (selected.contains(super::tasks::TOOLSET)
+                        && super::tasks::COMPANIONS.contains(&t.name.as_str()))
             })
             // 4. exclude
             .filter(|t| !filter.exclude.contains(&t.name))
@@ -491,12 +494,12 @@ mod tests {
             allow_trading: true,
             allow_question_suppression: true,
             toolsets: vec!["all".into()],
-            include: vec!["cancel_order".into()],
-            exclude: vec!["cancel_order".into()],
+            include: vec!["cancel_iserver_order".into()],
+            exclude: vec!["cancel_iserver_order".into()],
         };
         let inv = Inventory::new(all(), &filter).unwrap();
         assert_eq!(inv.len(), all().len() - 1);
-        assert!(!names(&inv).contains("cancel_order"));
+        assert!(!names(&inv).contains("cancel_iserver_order"));
     }
 
     #[test]

@@ -19,6 +19,8 @@ mod lists;
 mod market;
 mod performance;
 mod symbols;
+mod trading;
+mod writes;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,9 +43,15 @@ pub struct Cache {
     symbols: symbols::SymbolCache,
     accounts: account::AccountList,
     performance: performance::PaCache,
+    writes: writes::Bindings,
 }
 
 impl Cache {
+    /// Forgets every preview and every plan waiting for a human (the kill switch was thrown).
+    pub fn void_writes(&self) {
+        self.writes.clear();
+    }
+
     /// Forgets what belongs to one login: its accounts and their performance.
     fn forget_login(&self) {
         self.accounts.clear();
@@ -68,6 +76,21 @@ impl Answer {
 }
 
 type TaskFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, ToolError>> + Send + 'a>>;
+type PlanFuture<'a> = Pin<Box<dyn Future<Output = Result<writes::Plan, ToolError>> + Send + 'a>>;
+
+/// What a task does.
+#[derive(Clone, Copy)]
+enum Run {
+    /// Reads, and answers.
+    Read(for<'a> fn(&'a Ctx<'a>) -> TaskFuture<'a>),
+    /// Changes something: it plans calls of generated tools (after the lookups it needs), and
+    /// each then takes the whole path of a write (trading switch, kill switch, policy, preview
+    /// token, questions, audit). `destructive`: it cancels or deletes.
+    Write {
+        plan: for<'a> fn(&'a Ctx<'a>) -> PlanFuture<'a>,
+        destructive: bool,
+    },
+}
 
 /// A task tool's definition: its MCP face, and its handler.
 struct Task {
@@ -75,7 +98,7 @@ struct Task {
     description: &'static str,
     input: Value,
     output: Value,
-    run: for<'a> fn(&'a Ctx<'a>) -> TaskFuture<'a>,
+    run: Run,
 }
 
 /// What a running task has: the server, its definition and its checked arguments.
@@ -157,6 +180,7 @@ fn tasks() -> Vec<Task> {
     t.extend(derivatives::tasks());
     t.extend(performance::tasks());
     t.extend(lists::tasks());
+    t.extend(trading::tasks());
     t
 }
 
@@ -189,15 +213,19 @@ fn to_def(t: &Task) -> ToolDef {
     if input.get("additionalProperties").is_none() {
         input["additionalProperties"] = json!(false);
     }
+    let (read_only, destructive) = match t.run {
+        Run::Read(_) => (true, false),
+        Run::Write { destructive, .. } => (false, destructive),
+    };
     ToolDef {
         name: t.name.into(),
         operation_id: String::new(),
         method: None,
         path: String::new(),
         toolset: TOOLSET.into(),
-        read_only: true,
-        destructive: false,
-        idempotent: true,
+        read_only,
+        destructive,
+        idempotent: read_only,
         open_world: true,
         description: t.description.into(),
         input_schema: input,
@@ -214,6 +242,18 @@ pub fn is_task(def: &ToolDef) -> bool {
     def.operation_id.is_empty() && all().iter().any(|t| t.name == def.name)
 }
 
+/// Whether `def` is a task tool that changes something.
+pub fn is_write_task(def: &ToolDef) -> bool {
+    def.operation_id.is_empty()
+        && all()
+            .iter()
+            .any(|t| t.name == def.name && matches!(t.run, Run::Write { .. }))
+}
+
+/// Generated tools the task toolset serves beside its own: answering an order question that
+/// the client could not put to its user.
+pub const COMPANIONS: &[&str] = &["reply_order_question"];
+
 /// Every task, built once.
 fn all() -> &'static [Task] {
     static ALL: std::sync::LazyLock<Vec<Task>> = std::sync::LazyLock::new(tasks);
@@ -229,7 +269,7 @@ impl IbkrServer {
         def: &'static ToolDef,
         args: Map<String, Value>,
     ) -> CallToolResult {
-        let Some(task) = all().iter().find(|t| t.name == def.name) else {
+        let Some(Run::Read(run)) = all().iter().find(|t| t.name == def.name).map(|t| t.run) else {
             return results::failure(&ToolError::Internal(format!(
                 "task tool `{}` has no handler",
                 def.name
@@ -241,7 +281,7 @@ impl IbkrServer {
             args: &args,
         };
         let mut outcome = match self.task_session().await {
-            Ok(()) => (task.run)(&ctx).await,
+            Ok(()) => run(&ctx).await,
             Err(e) => Err(e),
         };
         if let (Err(ToolError::NotAuthenticated { .. }), Some(session)) =
@@ -252,7 +292,7 @@ impl IbkrServer {
             // before other /portfolio requests, and the login may be another one).
             self.state.tasks.forget_login();
             outcome = match session.ensure_ready(true).await {
-                Ok(()) => (task.run)(&ctx).await.map(|mut a| {
+                Ok(()) => run(&ctx).await.map(|mut a| {
                     a.notes.push(
                         "The brokerage session had lapsed (IBKR answered 401); this server \
                          re-opened it and asked again."
@@ -383,6 +423,22 @@ mod tests {
             );
             jsonschema::validator_for(&d.input_schema).unwrap();
             jsonschema::validator_for(out).unwrap();
+            // One `type` per field: clients that map schemas onto a single-type dialect
+            // (the Inspector's strict mode warns) would drop a `["number", "null"]`.
+            fn single_types(v: &Value, at: &str) {
+                match v {
+                    Value::Object(m) => {
+                        assert!(!m.get("type").is_some_and(Value::is_array), "{at}");
+                        for (k, x) in m {
+                            single_types(x, &format!("{at}.{k}"));
+                        }
+                    }
+                    Value::Array(a) => a.iter().for_each(|x| single_types(x, at)),
+                    _ => {}
+                }
+            }
+            single_types(&d.input_schema, &d.name);
+            single_types(out, &d.name);
         }
     }
 

@@ -118,7 +118,7 @@ def test_a_traversal_payload_from_a_prompt_injection_reaches_nothing(start_serve
         return [
             await s.call_tool("search_dynamic_accounts", {"searchPattern": "..\\..\\..\\logout"}),
             await s.call_tool("get_order_status", {"orderId": "..\\..\\marketdata\\unsubscribeall"}),
-            await s.call_tool("cancel_order", {"accountId": "DU1234567", "orderId": "..\\..\\DU7654321\\order\\1"}),
+            await s.call_tool("cancel_iserver_order", {"accountId": "DU1234567", "orderId": "..\\..\\DU7654321\\order\\1"}),
         ]
 
     results = anyio.run(session_for, server.url, go)

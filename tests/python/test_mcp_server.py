@@ -83,10 +83,10 @@ def test_all_toolsets_with_trading_list_95_ibkr_tools_with_annotations(start_ser
     # idempotentHint means not idempotent).
     assert by_name["get_order_preview"].annotations.read_only_hint is True
     assert by_name["get_contract_rules"].annotations.read_only_hint is True
-    assert by_name["cancel_order"].annotations.read_only_hint is not True
-    assert by_name["cancel_order"].annotations.destructive_hint is not False
+    assert by_name["cancel_iserver_order"].annotations.read_only_hint is not True
+    assert by_name["cancel_iserver_order"].annotations.destructive_hint is not False
     assert not by_name["place_orders"].annotations.idempotent_hint
-    assert by_name["create_watchlist"].annotations.destructive_hint is False
+    assert by_name["create_iserver_watchlist"].annotations.destructive_hint is False
 
 
 # One call per line: tool, arguments, expected request (method, path, query, json body), reply.
@@ -132,7 +132,7 @@ CALLS = [
       {"instrument": "STK", "type": "TOP_PERC_GAIN", "location": "STK.US.MAJOR", "filter": []}),
      {"contracts": []}),
     ("get_fyi_unread_count", {}, ("GET", "/fyi/unreadnumber", None, None), {"BN": 4}),
-    ("cancel_order", {"accountId": "DU1234567", "orderId": "1234"},
+    ("cancel_iserver_order", {"accountId": "DU1234567", "orderId": "1234"},
      ("DELETE", "/iserver/account/DU1234567/order/1234", None, None),
      {"msg": "Request was submitted", "order_id": 1234, "conid": 265598, "account": "DU1234567"}),
 ]

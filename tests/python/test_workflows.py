@@ -114,7 +114,7 @@ def test_place_and_cancel_a_working_order(start_server, sim):
         order_id = placed[0]["order_id"]
         live = ok(await s.call_tool("list_orders", {}))
         await anyio.sleep(5.5)  # IBKR allows one live-orders request per 5 s
-        cancelled = ok(await s.call_tool("cancel_order", {"accountId": ACCOUNT, "orderId": str(order_id)}))
+        cancelled = ok(await s.call_tool("cancel_iserver_order", {"accountId": ACCOUNT, "orderId": str(order_id)}))
         return order_id, live, cancelled
 
     order_id, live, cancelled = anyio.run(session_for, server.url, go)
@@ -166,7 +166,7 @@ def test_read_only_server_refuses_orders_and_the_simulator_sees_none(start_serve
         return tools, refused
 
     tools, refused = anyio.run(session_for, server.url, go)
-    assert "place_orders" not in tools and "cancel_order" not in tools
+    assert "place_orders" not in tools and "cancel_iserver_order" not in tools
     assert refused.is_error and refused.structured_content["error"]["kind"] == "trading_disabled"
     counters = sim.state()["counters"]["per_endpoint"]
     assert "POST /iserver/account/{accountId}/orders" not in counters

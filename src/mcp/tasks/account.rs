@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Answer, Ctx, Task, iso_ms, num, table, table_schema, text};
+use super::{Answer, Ctx, Run, Task, iso_ms, num, table, table_schema, text};
 use crate::error::ToolError;
 use crate::ibkr::gateway::{self, ops};
 use crate::ibkr::market::number;
@@ -87,7 +87,7 @@ pub(super) fn tasks() -> Vec<Task> {
                           maint_margin, daily_pnl, unrealized_pnl.",
             input: json!({ "type": "object", "properties": { "account": account } }),
             output: table_schema(&[]),
-            run: |c| Box::pin(summary(c)),
+            run: Run::Read(|c| Box::pin(summary(c))),
         },
         Task {
             name: "get_account_positions",
@@ -102,7 +102,7 @@ pub(super) fn tasks() -> Vec<Task> {
                 "limit": { "type": "integer", "minimum": 1, "maximum": 500, "default": 50 },
             } }),
             output: table_schema(&[("total", json!({ "type": "integer" }))]),
-            run: |c| Box::pin(positions(c)),
+            run: Run::Read(|c| Box::pin(positions(c))),
         },
         Task {
             name: "get_account_orders",
@@ -115,7 +115,7 @@ pub(super) fn tasks() -> Vec<Task> {
                 "status": { "type": "string", "enum": ["working", "all"], "default": "working" },
             } }),
             output: table_schema(&[]),
-            run: |c| Box::pin(orders(c)),
+            run: Run::Read(|c| Box::pin(orders(c))),
         },
         Task {
             name: "get_account_trades",
@@ -127,7 +127,7 @@ pub(super) fn tasks() -> Vec<Task> {
                 "days": { "type": "integer", "minimum": 1, "maximum": 7, "default": 1 },
             } }),
             output: table_schema(&[]),
-            run: |c| Box::pin(trades(c)),
+            run: Run::Read(|c| Box::pin(trades(c))),
         },
     ]
 }

@@ -5,7 +5,7 @@ use chrono::NaiveDate;
 use serde_json::{Value, json};
 
 use super::symbols::{future_name, section_months};
-use super::{Answer, Ctx, Task, object, table, table_schema};
+use super::{Answer, Ctx, Run, Task, object, table, table_schema};
 use crate::error::ToolError;
 use crate::ibkr::gateway::{self, ops};
 use crate::ibkr::market::number;
@@ -53,7 +53,7 @@ pub(super) fn tasks() -> Vec<Task> {
                     json!({ "type": "array", "items": { "type": "number" } }),
                 ),
             ]),
-            run: |c| Box::pin(parameters(c)),
+            run: Run::Read(|c| Box::pin(parameters(c))),
         },
         Task {
             name: "get_option_data",
@@ -73,7 +73,7 @@ pub(super) fn tasks() -> Vec<Task> {
                 ("underlying_price", json!({ "type": "number" })),
                 ("expiry", json!({ "type": "string" })),
             ]),
-            run: |c| Box::pin(chain(c)),
+            run: Run::Read(|c| Box::pin(chain(c))),
         },
         Task {
             name: "search_futures",
@@ -84,7 +84,7 @@ pub(super) fn tasks() -> Vec<Task> {
                 "symbol": { "type": "string", "pattern": "^[A-Za-z0-9]{1,10}$" },
             } }),
             output: table_schema(&[("symbol", json!({ "type": "string" }))]),
-            run: |c| Box::pin(futures(c)),
+            run: Run::Read(|c| Box::pin(futures(c))),
         },
     ]
 }

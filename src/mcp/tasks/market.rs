@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use super::symbols::section_months;
-use super::{Answer, Ctx, Task, iso_ms, table, table_schema, text};
+use super::{Answer, Ctx, Run, Task, iso_ms, table, table_schema, text};
 use crate::error::ToolError;
 use crate::ibkr::gateway::ops;
 use crate::ibkr::market::number;
@@ -108,7 +108,7 @@ pub(super) fn tasks() -> Vec<Task> {
                 "fields": { "type": "array", "items": { "type": "string", "enum": field_names } },
             } }),
             output: table_schema(&[]),
-            run: |c| Box::pin(snapshot(c)),
+            run: Run::Read(|c| Box::pin(snapshot(c))),
         },
         Task {
             name: "get_price_history",
@@ -128,7 +128,7 @@ pub(super) fn tasks() -> Vec<Task> {
                 ("period", json!({ "type": "string" })),
                 ("bar", json!({ "type": "string" })),
             ]),
-            run: |c| Box::pin(history(c)),
+            run: Run::Read(|c| Box::pin(history(c))),
         },
         Task {
             name: "scan_market",
@@ -147,7 +147,7 @@ pub(super) fn tasks() -> Vec<Task> {
                 ("scan", json!({ "type": "string" })),
                 ("value", json!({ "type": "string" })),
             ]),
-            run: |c| Box::pin(scan(c)),
+            run: Run::Read(|c| Box::pin(scan(c))),
         },
         Task {
             name: "search_contracts",
@@ -159,7 +159,7 @@ pub(super) fn tasks() -> Vec<Task> {
                 "by_name": { "type": "boolean", "default": false },
             } }),
             output: table_schema(&[]),
-            run: |c| Box::pin(search(c)),
+            run: Run::Read(|c| Box::pin(search(c))),
         },
     ]
 }

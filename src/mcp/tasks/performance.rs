@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Answer, Ctx, Task, table, table_schema};
+use super::{Answer, Ctx, Run, Task, table, table_schema};
 use crate::error::ToolError;
 use crate::ibkr::gateway::ops;
 use crate::ibkr::market::number;
@@ -38,7 +38,7 @@ pub(super) fn tasks() -> Vec<Task> {
             "period": { "type": "string", "pattern": "^[0-9A-Za-z]{2,4}$", "description": "e.g. MTD, 1M, YTD" },
         } }),
         output: table_schema(&[]),
-        run: |c| Box::pin(performance(c)),
+        run: Run::Read(|c| Box::pin(performance(c))),
     }]
 }
 
