@@ -136,6 +136,16 @@ impl ServerState {
                     .into(),
             );
         }
+        if has("place_order") {
+            line(
+                "Orders by symbol: place_order (preview_order first to see cost, margin and \
+                 IBKR's warnings), modify_order, cancel_order. IBKR's questions about an order \
+                 go to the user, or come back with a reply id for reply_order_question; the \
+                 order exists only once they are confirmed. Check get_account_orders before \
+                 sending anything again."
+                    .into(),
+            );
+        }
         if has("place_orders") {
             line(
                 "Orders: preview with get_order_preview first, then place_orders. IBKR may answer \
@@ -143,7 +153,7 @@ impl ServerState {
                  before the order exists; check list_orders before re-sending anything."
                     .into(),
             );
-        } else {
+        } else if !has("place_order") {
             line(
                 "This server is read-only: it cannot place, modify or cancel orders or change \
                  settings (the user can allow it with --allow-trading)."
@@ -407,7 +417,9 @@ impl IbkrServer {
         };
         match state.continuations.take(handle) {
             Some(orders::Continuation::LiveOrder { tool, fingerprint }) if tool == def.name => {
-                let args = arguments.clone().unwrap_or_default();
+                let mut args = arguments.clone().unwrap_or_default();
+                // The confirmation was asked for the order without the server's own token.
+                args.remove(PREVIEW_TOKEN_ARG);
                 if orders::answer_in(responses) != orders::Answer::Yes {
                     return expired("the user did not confirm the live order");
                 }

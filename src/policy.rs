@@ -362,7 +362,12 @@ impl Policy {
         let limited = self.needs_contract();
         for order in &orders {
             check_shape(order, limited)?;
-            self.check_quantity(order.get("quantity").and_then(market::number))?;
+            // A combo's legs trade quantity × their ratio: the largest leg is what counts.
+            let quantity = order
+                .get("quantity")
+                .and_then(market::number)
+                .map(|q| q * combo_ratio(order));
+            self.check_quantity(quantity)?;
         }
         let existing = if operation_id == MODIFY_ORDER {
             self.working_order(args, client, limited).await?
@@ -670,6 +675,29 @@ impl Policy {
         operation_id: &str,
         args: &Map<String, Value>,
     ) -> Result<(), Refusal> {
+        self.preview_token(token, operation_id, args, true)
+    }
+
+    /// Checks `token` as [`redeem_preview_token`](Self::redeem_preview_token) does, but leaves
+    /// a matching token unused: a call that must wait for the human (a live order) checks it
+    /// first and uses it up once the human has said yes. A token presented with another order
+    /// is used up either way (no probing a token with one order after another).
+    pub fn check_preview_token(
+        &self,
+        token: Option<&str>,
+        operation_id: &str,
+        args: &Map<String, Value>,
+    ) -> Result<(), Refusal> {
+        self.preview_token(token, operation_id, args, false)
+    }
+
+    fn preview_token(
+        &self,
+        token: Option<&str>,
+        operation_id: &str,
+        args: &Map<String, Value>,
+        consume: bool,
+    ) -> Result<(), Refusal> {
         let Some(token) = token else {
             return Err(refuse(
                 "preview",
@@ -700,6 +728,9 @@ impl Policy {
                 "the order differs from the one that was previewed with that token; preview \
                  exactly the order you want to send (the token is now used up)",
             ));
+        }
+        if !consume {
+            previews.insert(token.to_string(), p);
         }
         Ok(())
     }
@@ -737,6 +768,22 @@ impl hooks::Guard for Policy {
             self.book.learn_portfolio(&v);
         }
     }
+}
+
+/// The largest |ratio| of a combo's legs (`28812380;;;265598/1,272093/-2` → 2); 1 for a
+/// single contract or a leg list that does not parse (the gateway refuses those).
+fn combo_ratio(order: &Map<String, Value>) -> f64 {
+    order
+        .get("conidex")
+        .and_then(Value::as_str)
+        .and_then(|x| x.split_once(";;;"))
+        .map(|(_, legs)| {
+            legs.split(',')
+                .filter_map(|leg| leg.split_once('/')?.1.trim().parse::<f64>().ok())
+                .map(f64::abs)
+                .fold(1.0, f64::max)
+        })
+        .unwrap_or(1.0)
 }
 
 /// The order-ticket shapes that would make the limits check something else than what IBKR
@@ -974,6 +1021,16 @@ mod tests {
         let same = obj(json!({"conid": 5, "conidex": "5@SMART", "quantity": 1}));
         check_shape(&same, false).unwrap();
         check_shape(&obj(json!({"conidex": "5", "quantity": 1})), false).unwrap();
+        let neither = obj(json!({"quantity": 1, "side": "BUY"}));
+        assert_eq!(
+            check_shape(&neither, false).unwrap_err().rule,
+            "order_shape"
+        );
+        assert_eq!(
+            combo_ratio(&obj(json!({"conidex": "28812380;;;1/1,2/-500"}))),
+            500.0
+        );
+        assert_eq!(combo_ratio(&obj(json!({"conid": 5}))), 1.0);
         let bad = obj(json!({"conidex": "x;;;y", "quantity": 1}));
         assert!(check_shape(&bad, false).is_err());
         let combo = obj(json!({"conid": 28812380, "conidex": "28812380;;;265598/100,272093/-100"}));
@@ -1051,6 +1108,28 @@ mod tests {
                 .unwrap_err()
                 .message
                 .contains("differs")
+        );
+        // A check leaves a matching token for the redemption after the human's yes; a check
+        // with another order uses it up.
+        let t = p.issue_preview_token(PREVIEW_ORDERS, &order);
+        p.check_preview_token(Some(&t), PLACE_ORDERS, &order)
+            .unwrap();
+        p.check_preview_token(Some(&t), PLACE_ORDERS, &order)
+            .unwrap();
+        p.redeem_preview_token(Some(&t), PLACE_ORDERS, &order)
+            .unwrap();
+        assert!(
+            p.check_preview_token(Some(&t), PLACE_ORDERS, &order)
+                .is_err()
+        );
+        let t = p.issue_preview_token(PREVIEW_ORDERS, &order);
+        assert!(
+            p.check_preview_token(Some(&t), PLACE_ORDERS, &other)
+                .is_err()
+        );
+        assert!(
+            p.redeem_preview_token(Some(&t), PLACE_ORDERS, &order)
+                .is_err()
         );
         // A modification to the previewed order redeems the same token.
         let modify =

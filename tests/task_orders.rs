@@ -9,11 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{args, sim_server, text_of};
+use common::{args, err_kind, objects, ok, sim_server, text_of};
 use ibkr_mcp::ibkr::session::State;
-use ibkr_mcp::mcp::catalog;
 use ibkr_sim::{QuestionPolicy, SimConfig};
-use rmcp::model::CallToolResult;
 use serde_json::{Value, json};
 
 const ACCOUNT: &str = "DU1234567";
@@ -32,49 +30,6 @@ fn trading(questions: bool) -> SimConfig {
     } else {
         c.with_questions(QuestionPolicy::Never)
     }
-}
-
-/// The structured result of a successful call, checked against the tool's output schema.
-fn ok(tool: &str, r: &CallToolResult) -> Value {
-    assert_eq!(r.is_error, Some(false), "{tool}: {}", text_of(r));
-    let v = r.structured_content.clone().expect("structured content");
-    let def = catalog::all().iter().find(|t| t.name == tool).unwrap();
-    let validator = jsonschema::validator_for(def.output_schema.as_ref().unwrap()).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{tool}: {errors:?}\n{v}");
-    v
-}
-
-/// A table (`columns`, `rows`) as one object per row.
-fn objects(v: &Value) -> Vec<Value> {
-    let columns: Vec<&str> = v["columns"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no columns: {v}"))
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
-    v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            Value::Object(
-                columns
-                    .iter()
-                    .zip(r.as_array().unwrap())
-                    .map(|(c, x)| (c.to_string(), x.clone()))
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
-fn err_kind(r: &CallToolResult) -> String {
-    assert_eq!(r.is_error, Some(true), "{}", text_of(r));
-    r.structured_content.as_ref().unwrap()["error"]["kind"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 /// Working orders as the task tool lists them (IBKR allows the list once per 5 s: the caller
@@ -97,6 +52,23 @@ async fn limit_offset_modify_and_cancel_by_symbol() {
     let s = sim_server(trading(false), &["--allow-trading"]).await;
     s.wait_for(State::Ready, Duration::from_secs(20)).await;
     let last = s.sim.control().price(265598).unwrap();
+
+    // A preview first: IBKR's cost and margin, and no token (previews are not required).
+    let r = s
+        .server
+        .call(
+            "preview_order",
+            args(
+                json!({"account": ACCOUNT, "symbol": "AAPL", "side": "BUY", "quantity": 5,
+                        "type": "LMT", "offset_pct": -3}),
+            ),
+        )
+        .await
+        .unwrap();
+    let p = ok("preview_order", &r);
+    assert!(p["cost"].as_str().unwrap().contains("commission"), "{p}");
+    assert!(p.get("preview_token").is_none(), "{p}");
+    assert!(p["equity_after"].as_f64().is_some_and(|e| e > 0.0), "{p}");
 
     // A limit 3 % below last, priced by the server from the last price.
     let r = s
@@ -258,8 +230,39 @@ async fn a_bracket_a_protective_exit_and_cancel_all() {
         "{v}"
     );
     assert!(words.contains("one cancels the other"), "{v}");
-    // Exits on the wrong side are refused before anything is sent.
+    let book = s.sim.control().state().orders;
+    let exits: Vec<_> = book.iter().rev().take(2).collect();
+    assert!(
+        exits
+            .iter()
+            .all(|o| o.single_group && o.side == "SELL" && o.quantity == qty),
+        "{exits:?}"
+    );
+    let types: Vec<&str> = exits.iter().map(|o| o.order_type.as_str()).collect();
+    assert!(
+        types.contains(&"LIMIT") && types.contains(&"STOP"),
+        "{types:?}"
+    );
+    // Refused before anything is sent: exits on the wrong side, for more than is held, stacked
+    // on the exits already working, or priced on the wrong side of the market.
     let before = s.hits(PLACE);
+    for (a, says) in [
+        (
+            json!({"quantity": qty + 1.0, "stop_loss": cent(msft * 0.7)}),
+            "more than the",
+        ),
+        (
+            json!({"stop_loss": cent(msft * 0.7)}),
+            "would stack on them",
+        ),
+    ] {
+        let mut a = a;
+        a["account"] = json!(ACCOUNT);
+        a["symbol"] = json!("MSFT");
+        let r = s.server.call("place_order", args(a)).await.unwrap();
+        assert_eq!(err_kind(&r), "invalid_arguments", "{}", text_of(&r));
+        assert!(text_of(&r).contains(says), "{}", text_of(&r));
+    }
     let r = s
         .server
         .call(
@@ -272,6 +275,39 @@ async fn a_bracket_a_protective_exit_and_cancel_all() {
     assert_eq!(err_kind(&r), "invalid_arguments");
     assert!(text_of(&r).contains("would add to it"), "{}", text_of(&r));
     assert_eq!(s.hits(PLACE), before);
+
+    let r = s
+        .server
+        .call(
+            "place_order",
+            args(
+                json!({"account": ACCOUNT, "symbol": "KO", "side": "BUY", "quantity": 3,
+                        "type": "MKT"}),
+            ),
+        )
+        .await
+        .unwrap();
+    ok("place_order", &r);
+    let ko = s.sim.control().price(8894).unwrap();
+    let r = s
+        .server
+        .call(
+            "place_order",
+            args(json!({"account": ACCOUNT, "symbol": "KO", "take_profit": cent(ko * 0.5)})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(err_kind(&r), "invalid_arguments", "{}", text_of(&r));
+    assert!(
+        text_of(&r).contains("must be above the last price"),
+        "{}",
+        text_of(&r)
+    );
+    assert_eq!(
+        s.hits(PLACE),
+        before + 1,
+        "only the KO market order went out"
+    );
 
     // Cancel all: every working order of the account, one cancellation each.
     tokio::time::sleep(Duration::from_millis(5200)).await;
@@ -425,7 +461,10 @@ async fn previews_bind_the_order_that_is_placed() {
     assert!(text_of(&r).contains("another order"), "{}", text_of(&r));
     assert_eq!(s.hits(PLACE), before.0);
 
-    // The same arguments: the previewed tickets go out (not re-priced), once.
+    // The market moves 10 %; the same arguments place the previewed tickets (priced from the
+    // last price the preview saw, not re-priced), once.
+    let last = s.sim.control().price(265598).unwrap();
+    assert!(s.sim.control().set_price(265598, cent(last * 1.1)));
     let mut same = order.clone();
     same["preview_token"] = json!(token);
     let r = s

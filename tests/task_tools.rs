@@ -8,64 +8,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{args, sim_server, text_of};
+use common::{args, err_kind, objects, ok, sim_server, text_of};
 use httpmock::prelude::*;
 use ibkr_mcp::ibkr::session::State;
-use ibkr_mcp::mcp::catalog;
 use ibkr_sim::{QuestionPolicy, SimConfig};
-use rmcp::model::CallToolResult;
 use serde_json::{Value, json};
 
 const ALL: &[&str] = &["--toolsets", "all"];
 
 fn quiet() -> SimConfig {
     SimConfig::default().with_pacing(false)
-}
-
-/// The structured result of a successful call, checked against the tool's output schema.
-fn ok(tool: &str, r: &CallToolResult) -> Value {
-    assert_eq!(r.is_error, Some(false), "{tool}: {}", text_of(r));
-    let v = r.structured_content.clone().expect("structured content");
-    let def = catalog::all().iter().find(|t| t.name == tool).unwrap();
-    let schema = def.output_schema.as_ref().unwrap();
-    let validator = jsonschema::validator_for(schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{tool}: {errors:?}\n{v}");
-    v
-}
-
-/// A task tool's table (`columns`, `rows`) as one object per row.
-fn objects(v: &Value) -> Vec<Value> {
-    let columns: Vec<&str> = v["columns"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no columns: {v}"))
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
-    v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let r = r.as_array().unwrap();
-            assert_eq!(r.len(), columns.len(), "{r:?}");
-            Value::Object(
-                columns
-                    .iter()
-                    .zip(r)
-                    .map(|(c, x)| (c.to_string(), x.clone()))
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
-fn err_kind(r: &CallToolResult) -> String {
-    assert_eq!(r.is_error, Some(true), "{}", text_of(r));
-    r.structured_content.as_ref().unwrap()["error"]["kind"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
 }
 
 #[tokio::test]

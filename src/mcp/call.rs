@@ -257,10 +257,13 @@ impl IbkrServer {
             .policy
             .check_accounts(&policy::accounts_in(args))
             .map_err(refused)?;
-        if b.order && state.policy.limits().require_preview {
+        // Checked now (an unpreviewed order costs no lookup), used up only after the human
+        // has confirmed a live order: a stateless client's second call brings it again.
+        let preview = b.order && state.policy.limits().require_preview;
+        if preview {
             state
                 .policy
-                .redeem_preview_token(call.preview_token.as_deref(), op, args)
+                .check_preview_token(call.preview_token.as_deref(), op, args)
                 .map_err(refused)?;
         }
         let mut auth = Authorized {
@@ -283,6 +286,12 @@ impl IbkrServer {
         }
         if b.order && !live_confirmed {
             self.confirm_live(def, args, human, ctx).await?;
+        }
+        if preview {
+            state
+                .policy
+                .redeem_preview_token(call.preview_token.as_deref(), op, args)
+                .map_err(refused)?;
         }
         Ok(auth)
     }
@@ -378,6 +387,8 @@ impl IbkrServer {
     }
 
     /// Shape: the question chain, the result, the preview token, and the audit record.
+    // Each stage's output comes in as its own argument, so what shape depends on stays visible.
+    #[allow(clippy::too_many_arguments)]
     async fn shape(
         &self,
         def: &'static ToolDef,

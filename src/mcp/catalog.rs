@@ -210,6 +210,7 @@ pub struct Inventory {
     toolsets: Vec<&'static str>,
     hidden_writes: BTreeSet<&'static str>,
     hidden_suppression: BTreeSet<&'static str>,
+    excluded: BTreeSet<String>,
 }
 
 impl Inventory {
@@ -266,6 +267,7 @@ impl Inventory {
             toolsets: selected.into_iter().collect(),
             hidden_writes,
             hidden_suppression,
+            excluded: filter.exclude.iter().cloned().collect(),
         })
     }
 
@@ -291,6 +293,12 @@ impl Inventory {
         }
         t.input_schema = Arc::new(schema);
         self.tools[i].1 = Arc::new(t);
+    }
+
+    /// Whether the user removed tool `name` with `--exclude-tools` (a task tool does not call
+    /// a generated tool the user removed).
+    pub fn excludes(&self, name: &str) -> bool {
+        self.excluded.contains(name)
     }
 
     /// The exposed tools as MCP sees them.

@@ -24,6 +24,7 @@ mod writes;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use rmcp::model::CallToolResult;
 use serde_json::{Map, Value, json};
@@ -128,6 +129,24 @@ impl Ctx<'_> {
         crate::ibkr::gateway::call_json(self.client(), what, op, args)
             .await
             .map_err(|e| self.lookup(e))
+    }
+
+    /// [`fetch`](Self::fetch), waiting once (up to 6 s) when this server's pacing guard held
+    /// the request back: it was not sent, so asking again is not a retry. For lookups a task
+    /// cannot answer without (a write's check of the working orders).
+    async fn fetch_patiently(
+        &self,
+        what: &str,
+        op: crate::ibkr::gateway::Op,
+        args: Value,
+    ) -> Result<Value, ToolError> {
+        match self.fetch(what, op, args.clone()).await {
+            Err(ToolError::Paced { retry_after, .. }) if retry_after <= Duration::from_secs(6) => {
+                tokio::time::sleep(retry_after).await;
+                self.fetch(what, op, args).await
+            }
+            other => other,
+        }
     }
 
     /// An integer argument bounded by its schema: `default` when absent.

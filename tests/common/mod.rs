@@ -335,3 +335,52 @@ impl DocumentFit {
         }
     }
 }
+
+/// The structured result of a successful call, checked against the tool's own output schema.
+pub fn ok(tool: &str, r: &rmcp::model::CallToolResult) -> serde_json::Value {
+    assert_eq!(r.is_error, Some(false), "{tool}: {}", text_of(r));
+    let v = r.structured_content.clone().expect("structured content");
+    let def = ibkr_mcp::mcp::catalog::all()
+        .iter()
+        .find(|t| t.name == tool)
+        .unwrap();
+    let validator = jsonschema::validator_for(def.output_schema.as_ref().unwrap()).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{tool}: {errors:?}\n{v}");
+    v
+}
+
+/// A task tool's table (`columns`, `rows`) as one object per row.
+pub fn objects(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    let columns: Vec<&str> = v["columns"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no columns: {v}"))
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let r = r.as_array().unwrap();
+            assert_eq!(r.len(), columns.len(), "{r:?}");
+            serde_json::Value::Object(
+                columns
+                    .iter()
+                    .zip(r)
+                    .map(|(c, x)| (c.to_string(), x.clone()))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The kind of an `isError` result (`invalid_arguments`, `unresolved`, `policy_refused`...).
+pub fn err_kind(r: &rmcp::model::CallToolResult) -> String {
+    assert_eq!(r.is_error, Some(true), "{}", text_of(r));
+    r.structured_content.as_ref().unwrap()["error"]["kind"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}

@@ -15,6 +15,7 @@ import time
 import urllib.request
 
 import anyio
+import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
@@ -57,7 +58,19 @@ def start_limited(tmp_path, kib: int, *flags: str) -> Server:
     return server
 
 
-def test_a_full_disk_stops_orders_before_they_are_sent_and_leaves_no_half_line(tmp_path):
+ORDER_CALLS = {
+    # The generated tool, as IBKR's document has it ...
+    "place_orders": {"accountId": ACCOUNT, "body": {"orders": [
+        {"conid": 265598, "side": "BUY", "orderType": "LMT", "price": 50, "tif": "DAY",
+         "quantity": 1}]}},
+    # ... and the task tool, which plans the same call through the same write path.
+    "place_order": {"account": ACCOUNT, "symbol": "265598", "side": "BUY", "type": "LMT",
+                    "limit_price": 50, "quantity": 1},
+}
+
+
+@pytest.mark.parametrize("tool", sorted(ORDER_CALLS))
+def test_a_full_disk_stops_orders_before_they_are_sent_and_leaves_no_half_line(tmp_path, tool):
     audit = tmp_path / "audit.jsonl"
     server = start_limited(
         tmp_path, 8, "--allow-trading", "--audit-log", str(audit),
@@ -68,9 +81,7 @@ def test_a_full_disk_stops_orders_before_they_are_sent_and_leaves_no_half_line(t
             status = (await s.call_tool("get_session_status", {})).structured_content
             outcomes = []
             for _ in range(30):
-                r = await s.call_tool("place_orders", {"accountId": ACCOUNT, "body": {"orders": [
-                    {"conid": 265598, "side": "BUY", "orderType": "LMT", "price": 50, "tif": "DAY",
-                     "quantity": 1}]}})
+                r = await s.call_tool(tool, ORDER_CALLS[tool])
                 kind = (r.structured_content or {}).get("error", {}).get("kind") if r.is_error else "ok"
                 outcomes.append((kind, r.content[0].text))
                 if kind == "audit_unavailable" and len(outcomes) > 2 and outcomes[-2][0] == "audit_unavailable":
@@ -91,7 +102,8 @@ def test_a_full_disk_stops_orders_before_they_are_sent_and_leaves_no_half_line(t
     assert 0 < len(raw) <= 8 * 1024
     assert raw.endswith(b"\n"), raw[-200:]
     lines = [json.loads(line) for line in raw.decode().splitlines()]  # every line is whole JSON
-    intents = [line for line in lines if line.get("phase") == "intent" and line["tool"] == "place_orders"]
+    # (a task tool's call is recorded as `place_order/place_orders`)
+    intents = [line for line in lines if line.get("phase") == "intent" and line["tool"].endswith("place_orders")]
     # Every order the gateway booked had its intent on disk first; the refused ones reached nothing.
     assert len(booked) == kinds.count("ok"), (booked, outcomes)
     assert len(booked) <= len(intents), (len(booked), len(intents))

@@ -147,6 +147,9 @@ def test_nine_everyday_requests_in_at_most_fourteen_calls(start_server, sim):
     gains = [g["value"] for g in out["gainers"]]
     assert len(gains) == 5 and gains == sorted(gains, reverse=True)
     assert {r["period"] for r in out["mtd"]} == {"MTD"}
+    # The simulator's question rules asked about the orders; the "user" was shown each in words.
+    assert asked, "IBKR's questions reached the user"
+    assert all("IBKR asks" in q for q in asked), asked
 
     text = sum(len(c.text) for _, _, r in calls for c in r.content)
     print(json.dumps({"calls": len(calls), "result_chars": text, "questions_asked": len(asked)}))

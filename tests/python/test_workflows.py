@@ -201,3 +201,47 @@ def test_stateless_client_answers_questions_through_input_required(start_server,
     state = sim.state()
     assert [o["coid"] for o in state["orders"]].count("e2e-mrtr") == 1
     assert state["counters"]["per_endpoint"]["POST /iserver/account/{accountId}/orders"] == 1
+
+
+def test_a_previewed_live_order_is_confirmed_by_a_stateless_client_and_sent_once(start_server, gateway):
+    """--require-preview with --confirm-live-orders and a 2026-07-28 client: the preview token is
+    checked before the user is asked, used up only once they said yes, and the order goes out
+    once (the client's second call brings the token again)."""
+    from mcp import Client
+
+    httpserver, base = gateway
+    live = "U7654321"
+    httpserver.expect_request("/v1/api/iserver/accounts", method="GET").respond_with_json(
+        {"accounts": [live], "selectedAccount": live, "isPaper": False})
+    httpserver.expect_request(f"/v1/api/iserver/account/{live}/orders/whatif", method="POST").respond_with_json(
+        {"amount": {"amount": "189 USD", "commission": "1.00 USD", "total": "190 USD"}})
+    httpserver.expect_oneshot_request(f"/v1/api/iserver/account/{live}/orders", method="POST").respond_with_json(
+        [{"order_id": "77", "order_status": "Submitted"}])
+    server = start_server("--gateway-url", base, "--toolsets", "all", "--allow-trading",
+                          "--allow-live-trading", "--require-preview")
+    asked = []
+
+    async def yes(context, params):
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content={"confirm": True})
+
+    order = {"accountId": live, "body": {"orders": [
+        {"conid": 265598, "orderType": "LMT", "price": 150, "side": "BUY", "quantity": 1, "tif": "DAY"}]}}
+
+    async def go():
+        async with Client(server.url, elicitation_callback=yes) as c:
+            preview = await c.call_tool("get_order_preview", order)
+            note = next(b.text for b in preview.content if "previewToken" in b.text)
+            token = note.split("previewToken ")[1].split()[0]
+            placed = await c.call_tool("place_orders", {**order, "previewToken": token})
+            again = await c.call_tool("place_orders", {**order, "previewToken": token})
+            return placed, again
+
+    placed, again = anyio.run(go)
+    assert not placed.is_error, placed.content[0].text
+    assert len(asked) == 1 and "LIVE" in asked[0], asked
+    sent = [r for r, _ in httpserver.log if r.path.endswith(f"/{live}/orders") and r.method == "POST"]
+    assert len(sent) == 1, sent
+    # The token was used once: the same order again is refused before the user is asked.
+    assert again.is_error and again.structured_content["error"]["rule"] == "preview", again.content[0].text
+    assert len(asked) == 1

@@ -439,14 +439,31 @@ fn order_row(o: &Value) -> Value {
     };
     let stop_only = order_type == "STOP" || order_type == "STP";
     let id = super::id_text(o.get("orderId")).unwrap_or_default();
+    let mut symbol = match text(o.get("ticker")) {
+        Value::Null => text(o.get("description1")),
+        t => t,
+    };
+    let mut conid = o.get("conid").and_then(number).map(|c| c as i64);
+    // A combo: its conid is IBKR's spread template; its legs are in conidex.
+    if let Some(legs) = o
+        .get("conidex")
+        .and_then(Value::as_str)
+        .and_then(|x| x.split_once(";;;"))
+        .map(|(_, legs)| legs)
+    {
+        let under = symbol.as_str().unwrap_or("").to_string();
+        symbol = json!(
+            format!("{under} combo (conid/ratio {legs})")
+                .trim()
+                .to_string()
+        );
+        conid = None;
+    }
     json!({
         "order_id": id,
         "account": text(o.get("acct").or_else(|| o.get("account"))),
-        "symbol": match text(o.get("ticker")) {
-            Value::Null => text(o.get("description1")),
-            t => t,
-        },
-        "conid": o.get("conid").and_then(number).map(|c| c as i64),
+        "symbol": symbol,
+        "conid": conid,
         "side": text(o.get("side")),
         "quantity": match num(o.get("totalSize")) {
             Value::Null => {

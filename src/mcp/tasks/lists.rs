@@ -251,24 +251,44 @@ async fn edit_watchlist(c: &Ctx<'_>) -> Result<Plan, ToolError> {
             json!({ "id": id }),
         )
         .await?;
-    let mut conids: Vec<i64> = current
-        .get("instruments")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.get("conid").or(i.get("C")).and_then(number))
-        .map(|x| x as i64)
+    // The list as it is, headers included; edits touch only the contracts named.
+    let Some(instruments) = current.get("instruments").and_then(Value::as_array) else {
+        return Err(ToolError::BadReply {
+            status: 200,
+            write: false,
+            detail: format!(
+                "IBKR's watchlist {id} came without its instruments, so it cannot be edited \
+                 without losing them; nothing was changed"
+            ),
+        });
+    };
+    let mut rows: Vec<Value> = instruments
+        .iter()
+        .filter_map(
+            |i| match (i.get("H"), i.get("conid").or(i.get("C")).and_then(number)) {
+                (_, Some(conid)) => Some(json!({ "C": conid as i64 })),
+                (Some(h), None) => Some(json!({ "H": h })),
+                _ => None,
+            },
+        )
         .collect();
-    conids.retain(|x| !remove.contains(x));
+    let held = |rows: &[Value], conid: i64| rows.iter().any(|r| r["C"] == json!(conid));
+    let removed: Vec<String> = remove
+        .iter()
+        .zip(&removed)
+        .filter(|(x, _)| held(&rows, **x))
+        .map(|(_, l)| l.clone())
+        .collect();
+    rows.retain(|r| !r["C"].as_i64().is_some_and(|x| remove.contains(&x)));
     for a in add {
-        if !conids.contains(&a) {
-            conids.push(a);
+        if !held(&rows, a) {
+            rows.push(json!({ "C": a }));
         }
     }
-    if conids.len() > MAX_SYMBOLS {
+    if rows.len() > MAX_SYMBOLS {
         return Err(c.invalid(format!(
-            "the watchlist would hold {} symbols; this server writes at most {MAX_SYMBOLS}",
-            conids.len()
+            "the watchlist would hold {} rows; this server writes at most {MAX_SYMBOLS}",
+            rows.len()
         )));
     }
     let mut said = Vec::new();
@@ -281,11 +301,19 @@ async fn edit_watchlist(c: &Ctx<'_>) -> Result<Plan, ToolError> {
     if name != old_name {
         said.push(format!("renamed to {name:?}"));
     }
+    if said.is_empty() {
+        said.push("nothing on it changed".into());
+    }
     let words = format!("watchlist {old_name:?} (id {id}): {}", said.join("; "));
+    let mut args = Map::new();
+    args.insert(
+        "body".into(),
+        json!({ "id": id, "name": name, "rows": rows }),
+    );
     Ok(Plan::one(
         Shape::Done,
         "create_iserver_watchlist",
-        watchlist_args(&id, &name, &conids),
+        args,
         words,
     ))
 }
@@ -380,9 +408,10 @@ async fn create_alert(c: &Ctx<'_>) -> Result<Plan, ToolError> {
     let mut args = Map::new();
     args.insert("accountId".into(), json!(account));
     args.insert("body".into(), body);
-    let words = match id {
-        Some(id) => format!("alert {id} replaced: {what}"),
-        None => format!("alert {name:?}: {what}"),
+    let words = match (id, c.str_arg("name")) {
+        (Some(id), _) => format!("alert {id} replaced: {what}"),
+        (None, Some(n)) => format!("alert {n:?}: {what}"),
+        (None, None) => format!("alert {what}"),
     };
     Ok(Plan::one(Shape::Done, "create_iserver_alert", args, words))
 }

@@ -205,10 +205,10 @@ fn f(c: &Ctx<'_>, name: &str) -> Option<f64> {
     c.args.get(name).and_then(Value::as_f64)
 }
 
-/// A price as IBKR wants it: rounded to `decimals`, without binary noise.
-fn price(x: f64, decimals: i32) -> Value {
+/// `x` rounded to `decimals`, without binary noise.
+fn round_to(x: f64, decimals: i32) -> f64 {
     let scale = 10f64.powi(decimals);
-    json!((x * scale).round() / scale)
+    (x * scale).round() / scale
 }
 
 fn fmt(x: f64) -> String {
@@ -248,9 +248,15 @@ async fn instrument(c: &Ctx<'_>) -> Result<Instrument, ToolError> {
         )),
         (Some(s), None) => {
             let r = c.resolve("symbol", s).await?;
+            // A bare conid says nothing to the person confirming: name the contract.
+            let label = if s.trim().bytes().all(|b| b.is_ascii_digit()) {
+                format!("{} ({} conid {})", r.label, r.sec_type, r.conid)
+            } else {
+                r.label.clone()
+            };
             Ok(Instrument {
                 key: ("conid", json!(r.conid)),
-                label: r.label.clone(),
+                label,
                 single: Some((r.conid, r.sec_type)),
             })
         }
@@ -287,22 +293,62 @@ async fn instrument(c: &Ctx<'_>) -> Result<Instrument, ToolError> {
     }
 }
 
-/// The last price of `conid` (for a percent offset).
-async fn last_price(c: &Ctx<'_>, conid: i64, label: &str) -> Result<f64, ToolError> {
+/// The last price of `conid`, for `field` (a percent offset, exit checks). A last that is
+/// really the prior close (`C189.10`) or a halted value (`H...`) is refused: an order priced
+/// from it would be priced from yesterday.
+async fn last_price(c: &Ctx<'_>, conid: i64, label: &str, field: &str) -> Result<f64, ToolError> {
     let (entries, _) = c
         .warm_snapshot(&[conid.to_string()], &["31", quotes::AVAILABILITY])
         .await?;
-    entries
-        .first()
-        .and_then(|e| e.get("31"))
-        .and_then(super::market::field_number)
+    let raw = entries.first().and_then(|e| e.get("31"));
+    if let Some(Value::String(t)) = raw
+        && t.starts_with(['C', 'H'])
+    {
+        return Err(c.unresolved(format!(
+            "`{field}`: IBKR's last price for {label} is {t} (a prior close or a halted value), \
+             not a trade of this session; give explicit prices"
+        )));
+    }
+    raw.and_then(super::market::field_number)
         .filter(|p| *p > 0.0)
         .ok_or_else(|| {
             c.unresolved(format!(
-                "`offset_pct`: IBKR has no last price for {label} yet; give limit_price or \
-                 stop_price instead"
+                "`{field}`: IBKR has no last price for {label} yet; give explicit prices \
+                 instead, or ask again in a few seconds"
             ))
         })
+}
+
+/// Ids of `account`'s working orders on `conid` on `side`.
+async fn working_orders(
+    c: &Ctx<'_>,
+    account: &str,
+    conid: i64,
+    side: &str,
+) -> Result<Vec<String>, ToolError> {
+    let v = c
+        .fetch_patiently(
+            "open orders",
+            ops::LIVE_ORDERS,
+            json!({ "accountId": account }),
+        )
+        .await?;
+    let listed = v.get("orders").or(Some(&v)).and_then(Value::as_array);
+    Ok(listed
+        .into_iter()
+        .flatten()
+        .filter(|o| o.get("conid").and_then(number) == Some(conid as f64))
+        .filter(|o| {
+            o.get("side")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.eq_ignore_ascii_case(side))
+        })
+        .filter(|o| {
+            let status = o.get("status").and_then(Value::as_str).unwrap_or("");
+            WORKING.contains(&status.to_ascii_lowercase().as_str())
+        })
+        .filter_map(|o| super::id_text(o.get("orderId")))
+        .collect())
 }
 
 fn opposite(side: &str) -> &'static str {
@@ -361,28 +407,67 @@ async fn tickets(c: &Ctx<'_>) -> Result<(String, Vec<Value>, String), ToolError>
                  one contract; for a combo give type",
             ));
         };
-        let held = position(c, &account, *conid).await?;
-        match (held, side.as_deref()) {
-            (Some(p), Some(s)) if (p > 0.0 && s == "BUY") || (p < 0.0 && s == "SELL") => {
+        let conid = *conid;
+        // Exits close what is held, no more, and never stack on exits already working.
+        let held = position(c, &account, conid).await?.ok_or_else(|| {
+            c.unresolved(format!(
+                "account {account} holds no {}: exit orders (take_profit/stop_loss without \
+                 type) close a position; to open one give type (a bracket)",
+                inst.label
+            ))
+        })?;
+        let close = if held > 0.0 { "SELL" } else { "BUY" };
+        match side.as_deref() {
+            Some(s) if s != close => {
                 return Err(c.invalid(format!(
-                    "`side`: the position in {} is {}; {s} would add to it, not exit it (use {})",
+                    "`side`: the position in {} is {}; {s} would add to it, not exit it (use \
+                     {close})",
                     inst.label,
-                    fmt(p),
-                    opposite(s)
+                    fmt(held)
                 )));
             }
-            (Some(p), None) => side = Some(if p > 0.0 { "SELL" } else { "BUY" }.into()),
-            (None, None) => {
-                return Err(c.unresolved(format!(
-                    "`side`: account {account} holds no {}; give side and quantity for exit \
-                     orders without a position",
-                    inst.label
-                )));
-            }
-            _ => {}
+            _ => side = Some(close.into()),
         }
-        if quantity.is_none() {
-            quantity = held.map(f64::abs);
+        let q = quantity.unwrap_or(held.abs());
+        if q > held.abs() {
+            return Err(c.invalid(format!(
+                "`quantity`: {} is more than the {} held in {}; exits close at most the position",
+                fmt(q),
+                fmt(held.abs()),
+                inst.label
+            )));
+        }
+        quantity = Some(q);
+        let working = working_orders(c, &account, conid, close).await?;
+        if !working.is_empty() {
+            return Err(c.invalid(format!(
+                "there are working {close} orders for {} already (order ids {}); exits would \
+                 stack on them. Cancel them first (cancel_order) or change them (modify_order)",
+                inst.label,
+                working.join(", ")
+            )));
+        }
+        // The take profit on the profit side of the market, the stop on the loss side.
+        let last = last_price(c, conid, &inst.label, "take_profit/stop_loss").await?;
+        let up = close == "SELL";
+        let (profit, loss) = if up {
+            ("above", "below")
+        } else {
+            ("below", "above")
+        };
+        if tp.is_some_and(|t| (t > last) != up) {
+            return Err(c.invalid(format!(
+                "`take_profit` must be {profit} the last price {} for a {close} exit (it would \
+                 fill at once)",
+                fmt(last)
+            )));
+        }
+        if sl.is_some_and(|x| (x < last) != up) {
+            return Err(c.invalid(format!(
+                "`stop_loss` must be {loss} the last price {} for a {close} exit (it would \
+                 trigger at once)",
+                fmt(last)
+            )));
         }
     }
     let side = side.ok_or_else(|| c.invalid("`side` is required: BUY or SELL"))?;
@@ -405,26 +490,11 @@ async fn tickets(c: &Ctx<'_>) -> Result<(String, Vec<Value>, String), ToolError>
     if exits {
         let exit_side = side.as_str();
         let both = tp.is_some() && sl.is_some();
-        if let Some(p) = tp {
-            let mut o = base.clone();
-            o.insert("side".into(), json!(exit_side));
-            o.insert("orderType".into(), json!("LMT"));
-            o.insert("price".into(), price(p, decimals));
-            orders.push(o);
+        for (p, t, name) in [(tp, "LMT", "take profit"), (sl, "STP", "stop loss")] {
+            let Some(p) = p else { continue };
+            orders.push(exit_ticket(&base, exit_side, t, p));
             words.push(format!(
-                "take profit {exit_side} {} {label} LMT {}",
-                fmt(quantity),
-                fmt(p)
-            ));
-        }
-        if let Some(p) = sl {
-            let mut o = base.clone();
-            o.insert("side".into(), json!(exit_side));
-            o.insert("orderType".into(), json!("STP"));
-            o.insert("price".into(), price(p, decimals));
-            orders.push(o);
-            words.push(format!(
-                "stop loss {exit_side} {} {label} STP {}",
+                "{name} {exit_side} {} {label} {t} {}",
                 fmt(quantity),
                 fmt(p)
             ));
@@ -435,6 +505,7 @@ async fn tickets(c: &Ctx<'_>) -> Result<(String, Vec<Value>, String), ToolError>
             }
             words.push("one cancels the other".into());
         }
+        words.push(tif.clone());
     } else {
         let kind = match kind {
             Some(k) => k,
@@ -473,10 +544,7 @@ async fn tickets(c: &Ctx<'_>) -> Result<(String, Vec<Value>, String), ToolError>
             let exit_side = opposite(&side);
             for (p, t, name) in [(tp, "LMT", "take profit"), (sl, "STP", "stop loss")] {
                 let Some(p) = p else { continue };
-                let mut o = base.clone();
-                o.insert("side".into(), json!(exit_side));
-                o.insert("orderType".into(), json!(t));
-                o.insert("price".into(), price(p, decimals));
+                let mut o = exit_ticket(&base, exit_side, t, p);
                 o.insert("parentId".into(), json!(coid));
                 orders.push(o);
                 words.push(format!("{name} {exit_side} {t} {}", fmt(p)));
@@ -495,6 +563,20 @@ async fn tickets(c: &Ctx<'_>) -> Result<(String, Vec<Value>, String), ToolError>
         orders.into_iter().map(Value::Object).collect(),
         words,
     ))
+}
+
+/// An exit ticket: `kind` (LMT for a take profit, STP for a stop loss) at `price` on `side`.
+fn exit_ticket(
+    base: &Map<String, Value>,
+    side: &str,
+    kind: &str,
+    price: f64,
+) -> Map<String, Value> {
+    let mut o = base.clone();
+    o.insert("side".into(), json!(side));
+    o.insert("orderType".into(), json!(kind));
+    o.insert("price".into(), json!(price));
+    o
 }
 
 /// The prices of the entry order of type `kind`; returns its limit or stop price (for the
@@ -531,7 +613,7 @@ async fn entry_prices(
     }
     let from_offset = match offset {
         Some(pct) => {
-            let Some((conid, _)) = &inst.single else {
+            let Some((conid, sec_type)) = &inst.single else {
                 return Err(
                     c.invalid("`offset_pct` needs one contract; price a combo with limit_price")
                 );
@@ -539,11 +621,24 @@ async fn entry_prices(
             if limit.is_some() || stop.is_some() {
                 return Err(c.invalid("give offset_pct or a price, not both"));
             }
+            if sec_type != "STK" && sec_type != "OPT" {
+                return Err(c.invalid(format!(
+                    "`offset_pct` prices stocks and options; a {sec_type} has its own tick size: \
+                     give limit_price or stop_price"
+                )));
+            }
             if !(-50.0..=50.0).contains(&pct) {
                 return Err(c.invalid("`offset_pct` must be between -50 and 50"));
             }
-            let last = last_price(c, *conid, &inst.label).await?;
-            Some(last * (1.0 + pct / 100.0))
+            let last = last_price(c, *conid, &inst.label, "offset_pct").await?;
+            // Only a computed price is rounded (to cents, or 1/10,000 below a dollar and for
+            // other contracts); a price the user gives goes as given.
+            let raw = last * (1.0 + pct / 100.0);
+            let p = round_to(raw, if raw < 1.0 { 4 } else { decimals });
+            if p <= 0.0 {
+                return Err(c.invalid("`offset_pct` gives no positive price"));
+            }
+            Some(p)
         }
         None => None,
     };
@@ -563,21 +658,18 @@ async fn entry_prices(
         "LMT" | "LOC" => {
             no(stop, "stop_price")?;
             let p = need(limit.or(from_offset), "limit_price")?;
-            o.insert("price".into(), price(p, decimals));
+            o.insert("price".into(), json!(p));
             kind
         }
         "STP" => {
             no(limit, "limit_price")?;
             let p = need(stop.or(from_offset), "stop_price")?;
-            o.insert("price".into(), price(p, decimals));
+            o.insert("price".into(), json!(p));
             kind
         }
         "STP LMT" => {
-            o.insert("price".into(), price(need(limit, "limit_price")?, decimals));
-            o.insert(
-                "auxPrice".into(),
-                price(need(stop, "stop_price")?, decimals),
-            );
+            o.insert("price".into(), json!(need(limit, "limit_price")?));
+            o.insert("auxPrice".into(), json!(need(stop, "stop_price")?));
             "STOP_LIMIT"
         }
         "TRAIL" => {
@@ -595,7 +687,7 @@ async fn entry_prices(
             o.insert("trailingAmt".into(), json!(amount));
             o.insert("trailingType".into(), json!(unit));
             if let Some(s) = stop {
-                o.insert("price".into(), price(s, decimals));
+                o.insert("price".into(), json!(s));
             }
             "TRAIL"
         }
@@ -701,6 +793,23 @@ async fn place(c: &Ctx<'_>) -> Result<Plan, ToolError> {
 async fn preview(c: &Ctx<'_>) -> Result<Plan, ToolError> {
     let (account, orders, words, order_id) = match order_id(c)? {
         Some(id) => {
+            for new_order in [
+                "symbol",
+                "legs",
+                "side",
+                "type",
+                "offset_pct",
+                "take_profit",
+                "stop_loss",
+            ] {
+                if c.args.contains_key(new_order) {
+                    return Err(c.invalid(format!(
+                        "`{new_order}` describes a new order; with order_id give only what \
+                         changes (quantity, limit_price, stop_price, trailing_amount, \
+                         trailing_percent, tif, outside_rth)"
+                    )));
+                }
+            }
             let (account, body, words) = changed_order(c, &id).await?;
             (account, vec![body], words, Some(id))
         }
@@ -752,6 +861,11 @@ async fn order_status(c: &Ctx<'_>, id: &str) -> Result<Value, ToolError> {
             ))),
         other => other,
     }
+}
+
+/// A `limit_price` argument that is not positive, for a single contract.
+fn limit_arg_bad(c: &Ctx<'_>, combo: bool) -> bool {
+    !combo && f(c, "limit_price").is_some_and(|l| l <= 0.0)
 }
 
 /// IBKR's order type names (`LIMIT`, `Stop Limit`, `TRAIL`) as ticket order types.
@@ -809,21 +923,51 @@ async fn changed_order(c: &Ctx<'_>, id: &str) -> Result<(String, Value, String),
                 s.get("order_type").cloned().unwrap_or(Value::Null)
             ))
         })?;
-    let side = match s.get("side").and_then(Value::as_str).unwrap_or("") {
-        "B" | "BUY" | "Buy" => "BUY",
-        _ => "SELL",
+    // Everything the ticket carries over must be there: a guess (a side, a size of 0, no
+    // price) would change the order instead of keeping it.
+    let missing = |what: &str| {
+        c.unresolved(format!(
+            "IBKR's status of order {id} does not say its {what}, so the order cannot be \
+             re-sent safely; change it with the orders toolset's modify_iserver_order, or \
+             cancel it and place a new one"
+        ))
+    };
+    let side = match s
+        .get("side")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_ascii_uppercase()
+        .as_str()
+    {
+        "B" | "BUY" | "BOT" => "BUY",
+        "S" | "SELL" | "SLD" => "SELL",
+        _ => return Err(missing("side")),
     };
     let g = |k: &str| s.get(k).and_then(number);
     let mut o = Map::new();
     match s.get("conidex").and_then(Value::as_str) {
         Some(x) if x.contains(";;;") => o.insert("conidex".into(), json!(x)),
-        _ => o.insert("conid".into(), json!(g("conid").unwrap_or(0.0) as i64)),
+        _ => {
+            let conid = g("conid")
+                .filter(|c| *c > 0.0)
+                .ok_or_else(|| missing("contract"))?;
+            o.insert("conid".into(), json!(conid as i64))
+        }
     };
+    let combo = o.contains_key("conidex");
     o.insert("acctId".into(), json!(account));
     o.insert("side".into(), json!(side));
     o.insert("orderType".into(), json!(kind));
-    let quantity = f(c, "quantity").or(g("total_size")).unwrap_or(0.0);
+    let quantity = f(c, "quantity")
+        .or(g("total_size"))
+        .filter(|q| *q > 0.0)
+        .ok_or_else(|| missing("quantity"))?;
     o.insert("quantity".into(), json!(quantity));
+    if limit_arg_bad(c, combo) {
+        return Err(
+            c.invalid("`limit_price` must be greater than 0 (only a combo can be negative)")
+        );
+    }
     let tif = c
         .str_arg("tif")
         .map(str::to_string)
@@ -832,6 +976,8 @@ async fn changed_order(c: &Ctx<'_>, id: &str) -> Result<(String, Value, String),
                 .and_then(Value::as_str)
                 .map(str::to_ascii_uppercase)
         })
+        // At-the-close orders show as CLOSE and are placed as DAY.
+        .map(|t| if t == "CLOSE" { "DAY".into() } else { t })
         .unwrap_or_else(|| "DAY".into());
     o.insert("tif".into(), json!(tif));
     if let Some(rth) = c
@@ -849,20 +995,20 @@ async fn changed_order(c: &Ctx<'_>, id: &str) -> Result<(String, Value, String),
     let mut changes = Vec::new();
     match kind {
         "LMT" | "LOC" => {
-            if let Some(p) = limit.or(old_limit) {
-                o.insert("price".into(), json!(p));
-            }
+            let p = limit.or(old_limit).ok_or_else(|| missing("limit price"))?;
+            o.insert("price".into(), json!(p));
         }
         // A stop's trigger is its `price`; the gateway may report it as either field.
         "STP" => {
-            if let Some(p) = stop.or(old_stop).or(old_limit) {
-                o.insert("price".into(), json!(p));
-            }
+            let p = stop
+                .or(old_stop)
+                .or(old_limit)
+                .ok_or_else(|| missing("stop price"))?;
+            o.insert("price".into(), json!(p));
         }
         "STOP_LIMIT" => {
-            if let Some(p) = limit.or(old_limit) {
-                o.insert("price".into(), json!(p));
-            }
+            let p = limit.or(old_limit).ok_or_else(|| missing("limit price"))?;
+            o.insert("price".into(), json!(p));
             let aux = stop.or(old_stop).ok_or_else(|| {
                 c.unresolved(format!(
                     "IBKR does not report order {id}'s stop price; give stop_price"
@@ -1001,7 +1147,7 @@ async fn cancel(c: &Ctx<'_>) -> Result<Plan, ToolError> {
                 }
             };
             let v = c
-                .fetch(
+                .fetch_patiently(
                     "open orders",
                     ops::LIVE_ORDERS,
                     json!({ "accountId": account }),
@@ -1051,6 +1197,14 @@ async fn cancel(c: &Ctx<'_>) -> Result<Plan, ToolError> {
                 notes: Vec::new(),
             };
             if v.get("snapshot") == Some(&Value::Bool(false)) {
+                if plan.calls.is_empty() {
+                    // An empty list that is still loading is not "nothing to cancel".
+                    return Err(c.unresolved(
+                        "IBKR's order list is still loading (snapshot false), so no working \
+                         order could be seen and nothing was cancelled: call cancel_order \
+                         again in 5 seconds",
+                    ));
+                }
                 plan.notes.push(
                     "IBKR's order list was still loading (snapshot false): call \
                      get_account_orders in 5 s to check nothing is left."
@@ -1077,7 +1231,7 @@ mod tests {
 
     #[test]
     fn prices_are_rounded_to_their_decimals() {
-        assert_eq!(price(187.12345, 2), json!(187.12));
-        assert_eq!(price(0.1 + 0.2, 4), json!(0.3));
+        assert_eq!(round_to(187.12345, 2), 187.12);
+        assert_eq!(round_to(0.1 + 0.2, 4), 0.3);
     }
 }

@@ -199,11 +199,56 @@ fn plain(v: Option<&Value>) -> Value {
 /// `"1,006,576"` → 1006576; `"NA"` → null.
 fn amount(v: Option<&Value>) -> Value {
     let s = v.and_then(Value::as_str).unwrap_or("").replace(',', "");
-    s.trim()
-        .split_whitespace()
+    s.split_whitespace()
         .next()
         .and_then(|x| x.parse::<f64>().ok())
         .map_or(Value::Null, |x| json!(x))
+}
+
+/// The generated tools an error may name, and the task tools to name instead.
+const TASK_NAMES: &[(&str, &str)] = &[
+    ("get_order_preview", "preview_order"),
+    ("list_orders", "get_account_orders"),
+    ("get_order_status", "get_account_orders"),
+    ("place_orders", "place_order"),
+    ("modify_iserver_order", "modify_order"),
+    ("cancel_iserver_order", "cancel_order"),
+];
+
+/// A generated tool's error, told in the task toolset's names.
+fn in_task_words(mut r: CallToolResult) -> CallToolResult {
+    for c in &mut r.content {
+        if let Some(t) = c.as_text() {
+            let mut text = t.text.clone();
+            for (generated, task) in TASK_NAMES {
+                // Whole names only (`list_orders` is also the end of `get_list_orders`).
+                text = replace_word(&text, generated, task);
+            }
+            text = replace_word(&text, "previewToken", "preview_token");
+            *c = rmcp::model::ContentBlock::text(text);
+        }
+    }
+    r
+}
+
+/// `text` with every whole-word `from` replaced by `to`.
+fn replace_word(text: &str, from: &str, to: &str) -> String {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(from) {
+        let before = rest[..i].chars().next_back();
+        let after = rest[i + from.len()..].chars().next();
+        out.push_str(&rest[..i]);
+        if before.is_some_and(word) || after.is_some_and(word) {
+            out.push_str(from);
+        } else {
+            out.push_str(to);
+        }
+        rest = &rest[i + from.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// An answer without its null fields (absent says "none" at no cost, and the output schema
@@ -347,12 +392,35 @@ impl IbkrServer {
                 ));
                 return Ok(results::failure(&e).into());
             };
+            if self.state.inventory.excludes(call.tool) {
+                let e = ToolError::PolicyRefused {
+                    rule: "excluded",
+                    message: format!(
+                        "`{}` would call `{}`, which this server's --exclude-tools removes; \
+                         nothing was sent",
+                        def.name, call.tool
+                    ),
+                };
+                return Ok(results::failure(&e).into());
+            }
             let mut cctx = CallCtx::new();
             cctx.via = Some(def.name.as_str());
             cctx.words = Some(call.words.clone());
             let call_args = Some(call.args.clone());
             let (attempt, response) = match &resume {
-                Some((handle, responses)) if plan.calls.len() == 1 => {
+                // Only a one-call plan waits for a human; the calls of a longer one went out
+                // already and must not go again.
+                Some(_) if plan.calls.len() > 1 => {
+                    let e = ToolError::PolicyRefused {
+                        rule: "request_state",
+                        message: "that confirmation belongs to no waiting call of this tool; \
+                                  nothing was sent. Check get_account_orders, then call again \
+                                  if needed."
+                            .into(),
+                    };
+                    return Ok(results::failure(&e).into());
+                }
+                Some((handle, responses)) => {
                     self.resume(
                         tool,
                         call_args.clone(),
@@ -401,11 +469,27 @@ impl IbkrServer {
     ) -> CallToolResult {
         let cap = self.state.results.max_result_bytes;
         let mut notes = plan.notes.clone();
-        // One call that failed: its own error says what happened and what to do.
+        // One call that failed: its own error says what happened and what to do, in the
+        // names of the tools this toolset serves.
         if let [(_, r)] = done.as_slice()
             && r.is_error == Some(true)
         {
-            return r.clone();
+            return in_task_words(r.clone());
+        }
+        // IBKR answers some refusals of alerts with HTTP 200 and `success: false`.
+        if let [(_, r)] = done.as_slice()
+            && let Some(reply) = items(r).first()
+            && reply.get("success") == Some(&Value::Bool(false))
+        {
+            let why = plain(reply.get("text"));
+            return results::failure(&ToolError::Rejected {
+                status: 200,
+                message: format!(
+                    "IBKR did not do it ({}): {}",
+                    plan.words,
+                    why.as_str().unwrap_or("no reason given")
+                ),
+            });
         }
         for (_, r) in &done {
             notes.extend(notes_of(r));
@@ -450,7 +534,7 @@ impl IbkrServer {
                         .iter()
                         .filter_map(|k| Some(format!("{k} {}", w["amount"].get(*k)?.as_str()?)))
                         .collect();
-                    json!({
+                    drop_nulls(json!({
                         "order": plan.words,
                         "cost": cost.join("; "),
                         "equity_after": amount(w["equity"].get("after")),
@@ -461,7 +545,7 @@ impl IbkrServer {
                             t => t,
                         },
                         "preview_token": token,
-                    })
+                    }))
                 }
                 Shape::Cancel => {
                     if done.is_empty() {
@@ -507,6 +591,22 @@ impl IbkrServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_the_task_tools_by_whole_words() {
+        assert_eq!(
+            replace_word(
+                "Check list_orders, not get_list_orders.",
+                "list_orders",
+                "get_account_orders"
+            ),
+            "Check get_account_orders, not get_list_orders."
+        );
+        assert_eq!(
+            replace_word("`previewToken`", "previewToken", "preview_token"),
+            "`preview_token`"
+        );
+    }
 
     #[test]
     fn preview_amounts_are_numbers_or_null() {
