@@ -1,4 +1,4 @@
-//! Command line: `ibkr-mcp serve`, `ibkr-mcp sim`, `ibkr-mcp tools`, `ibkr-mcp spec patch|report`,
+//! Command line: `ibkr-mcp serve`, `ibkr-mcp sim`, `ibkr-mcp tools`, `ibkr-mcp spec patch|report|diff`,
 //! `ibkr-mcp halt|resume` (the kill switch).
 
 use std::path::PathBuf;
@@ -87,7 +87,28 @@ pub enum SpecCommand {
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
     },
+    /// Compare two IBKR documents (paths, or `pinned`) after repairing both: operations added,
+    /// removed and changed (arguments, types, requiredness, content types, reply fields), each
+    /// mapped to the tools that use it and marked when it breaks a model's calls; patches that
+    /// apply to one and not the other; operations generated or excluded on each side. Exit
+    /// code 0: no tool affected; 1: tools affected; 2: error.
+    Diff {
+        /// The older document (a path, or `pinned`).
+        old: String,
+        /// The newer document (a path, or `pinned`).
+        new: String,
+        /// Patch folder to use instead of the patches built into this binary.
+        #[arg(long, value_name = "DIR")]
+        patches: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+        format: ReportFormat,
+    },
 }
+
+/// `spec diff` exit codes: 0 when nothing a tool uses changed, 1 when something did, 2 on
+/// error (a document that cannot be read or repaired).
+const DIFF_ERROR: u8 = 2;
 
 /// Report formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -280,5 +301,53 @@ fn run_spec(cmd: SpecCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        SpecCommand::Diff {
+            old,
+            new,
+            patches,
+            format,
+        } => Ok(match spec_diff(&old, &new, patches, format) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(DIFF_ERROR)
+            }
+        }),
     }
+}
+
+#[cfg(feature = "codegen")]
+fn spec_diff(
+    old: &str,
+    new: &str,
+    patches: Option<PathBuf>,
+    format: ReportFormat,
+) -> anyhow::Result<ExitCode> {
+    let old = spec::diff::resolve_document(old).map_err(anyhow::Error::msg)?;
+    let new = spec::diff::resolve_document(new).map_err(anyhow::Error::msg)?;
+    let report =
+        spec::diff::diff_files(&old, &new, &load_patches(patches)?).map_err(anyhow::Error::msg)?;
+    match format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Text => print!("{}", spec::diff::render(&report)),
+    }
+    Ok(if report.affects_tools() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+#[cfg(not(feature = "codegen"))]
+fn spec_diff(
+    _old: &str,
+    _new: &str,
+    _patches: Option<PathBuf>,
+    _format: ReportFormat,
+) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "this binary was built without the `codegen` feature, which `spec diff` needs to tell \
+         generated from excluded operations; rebuild with `cargo build --release --features \
+         codegen` (the default)"
+    )
 }

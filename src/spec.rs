@@ -10,6 +10,10 @@
 pub use ibkr_spec::{generate, toolgen};
 pub use ibkr_spec::{model, pin, repair, tool_schema};
 
+/// `spec diff`: what a new document changes for the tools (needs the generator).
+#[cfg(feature = "codegen")]
+pub mod diff;
+
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 

@@ -1,6 +1,7 @@
 //! IBKR's OpenAPI document as ibkr-mcp uses it.
 //!
 //! - [`pin`]: which document the project builds from (`spec/ibkr-openapi.lock`);
+//! - [`diff`]: what changed between two repaired documents, operation by operation;
 //! - [`repair`]: locate a document, apply our RFC 6902 patches and the built-in passes, count
 //!   and check what it holds;
 //! - [`tool_schema`]: OpenAPI 3.0 parameters and bodies as JSON Schema 2020-12 tool inputs;
@@ -12,6 +13,7 @@
 //!
 //! Nothing here panics on a document: every defect becomes a report entry.
 
+pub mod diff;
 pub mod model;
 pub mod pin;
 pub mod repair;
