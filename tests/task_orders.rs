@@ -550,28 +550,26 @@ async fn questions_go_to_the_model_with_the_companion_reply_tool() {
         )
         .await
         .unwrap();
-    {
-        assert_eq!(err_kind(&r), "order_question", "{}", text_of(&r));
-        assert!(
-            text_of(&r).contains("BUY 1 AAPL MKT DAY on DU"),
-            "{}",
-            text_of(&r)
-        );
-        let reply_id = r.structured_content.as_ref().unwrap()["error"]["question"]["reply_id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        assert!(text_of(&r).contains("reply_order_question"));
-        let r = s
-            .server
-            .call(
-                "reply_order_question",
-                args(json!({"replyId": reply_id, "body": {"confirmed": true}})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.is_error, Some(false), "{}", text_of(&r));
-    }
+    assert_eq!(err_kind(&r), "order_question", "{}", text_of(&r));
+    assert!(
+        text_of(&r).contains("BUY 1 AAPL MKT DAY on DU"),
+        "{}",
+        text_of(&r)
+    );
+    let reply_id = r.structured_content.as_ref().unwrap()["error"]["question"]["reply_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(text_of(&r).contains("reply_order_question"));
+    let reply = s
+        .server
+        .call(
+            "reply_order_question",
+            args(json!({"replyId": reply_id, "body": {"confirmed": true}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.is_error, Some(false), "{}", text_of(&reply));
     let trades = s
         .server
         .call("get_account_trades", args(json!({"days": 1})))

@@ -118,18 +118,7 @@ fn shape(doc: &Value, method: &str, path: &str, op: &Value, path_item: &Value) -
         ..OpShape::default()
     };
     // Path-level parameters first; the operation's own override them by (in, name).
-    let params = path_item
-        .get("parameters")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .chain(
-            op.get("parameters")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten(),
-        );
-    for p in params {
+    for p in repair::parameter_list(path_item, op) {
         let Some(p) = repair::resolve(doc, p) else {
             continue;
         };

@@ -928,6 +928,18 @@ fn template_vars(path: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// An operation's parameters as written: its path item's first, then its own (an operation's
+/// parameter overrides a path item's with the same name and place).
+pub fn parameter_list<'a>(path_item: &'a Value, op: &'a Value) -> impl Iterator<Item = &'a Value> {
+    let list = |v: &'a Value| {
+        v.get("parameters")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    };
+    list(path_item).chain(list(op))
+}
+
 /// Resolves a `$ref` (local references only); non-references are returned as they are.
 pub fn resolve<'a>(doc: &'a Value, v: &'a Value) -> Option<&'a Map<String, Value>> {
     let mut cur = v;

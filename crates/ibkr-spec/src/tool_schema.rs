@@ -29,18 +29,7 @@ pub fn input_schema(doc: &Value, operation_id: &str) -> Result<Value, String> {
 
     // Path-level parameters, overridden by operation-level ones with the same name and place.
     let mut params: Vec<&Map<String, Value>> = Vec::new();
-    let all = item
-        .get("parameters")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .chain(
-            op.get("parameters")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten(),
-        );
-    for p in all {
+    for p in crate::repair::parameter_list(item, op) {
         let p = resolve(doc, p)
             .ok_or_else(|| format!("{operation_id}: a parameter does not resolve"))?;
         let key = |q: &Map<String, Value>| (q.get("name").cloned(), q.get("in").cloned());

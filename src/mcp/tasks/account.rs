@@ -172,6 +172,19 @@ impl AccountList {
 }
 
 impl Ctx<'_> {
+    /// The one account a change applies to: the one named by `account`, or the login's only
+    /// one; with several and none named, an error saying to name the one `for_what`.
+    pub(super) async fn one_account(&self, for_what: &str) -> Result<String, ToolError> {
+        match self.accounts().await?.as_slice() {
+            [one] => Ok(one.clone()),
+            many => Err(self.invalid(format!(
+                "`account`: this login has {} accounts ({}); name the one {for_what}",
+                many.len(),
+                many.join(", ")
+            ))),
+        }
+    }
+
     /// The login's accounts, or the one named by `account` when it is one of them.
     pub(super) async fn accounts(&self) -> Result<Vec<String>, ToolError> {
         let cache = &self.server.state.tasks.accounts;

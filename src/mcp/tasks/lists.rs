@@ -330,18 +330,6 @@ async fn delete_watchlist(c: &Ctx<'_>) -> Result<Plan, ToolError> {
     ))
 }
 
-/// The one account an alert belongs to: the one named, or the login's only one.
-async fn alert_account(c: &Ctx<'_>) -> Result<String, ToolError> {
-    match c.accounts().await?.as_slice() {
-        [one] => Ok(one.clone()),
-        many => Err(c.invalid(format!(
-            "`account`: this login has {} accounts ({}); name the alert's",
-            many.len(),
-            many.join(", ")
-        ))),
-    }
-}
-
 /// An alert id as given: digits (it goes into a path).
 fn alert_id(c: &Ctx<'_>) -> Result<Option<u64>, ToolError> {
     match c.str_arg("alert_id").map(str::trim) {
@@ -372,7 +360,7 @@ async fn create_alert(c: &Ctx<'_>) -> Result<Plan, ToolError> {
     if level <= 0.0 {
         return Err(c.invalid("the price level must be greater than 0"));
     }
-    let account = alert_account(c).await?;
+    let account = c.one_account("of the alert").await?;
     let r = c
         .resolve("symbol", c.str_arg("symbol").unwrap_or(""))
         .await?;
@@ -423,7 +411,7 @@ async fn activate_alert(c: &Ctx<'_>) -> Result<Plan, ToolError> {
         .get("active")
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    let account = alert_account(c).await?;
+    let account = c.one_account("of the alert").await?;
     let mut args = Map::new();
     args.insert("accountId".into(), json!(account));
     args.insert(
@@ -436,7 +424,7 @@ async fn activate_alert(c: &Ctx<'_>) -> Result<Plan, ToolError> {
 
 async fn delete_alert(c: &Ctx<'_>) -> Result<Plan, ToolError> {
     let id = alert_id(c)?.ok_or_else(|| c.invalid("`alert_id` is required"))?;
-    let account = alert_account(c).await?;
+    let account = c.one_account("of the alert").await?;
     let mut args = Map::new();
     args.insert("accountId".into(), json!(account));
     args.insert("alertId".into(), json!(id.to_string()));

@@ -215,19 +215,6 @@ fn fmt(x: f64) -> String {
     crate::ibkr::market::plain_number(x)
 }
 
-/// The one account an order goes to: the one named, or the login's only one.
-async fn order_account(c: &Ctx<'_>) -> Result<String, ToolError> {
-    let accounts = c.accounts().await?;
-    match accounts.as_slice() {
-        [one] => Ok(one.clone()),
-        many => Err(c.invalid(format!(
-            "`account`: this login has {} accounts ({}); name the one for this order",
-            many.len(),
-            many.join(", ")
-        ))),
-    }
-}
-
 /// What an order is placed on: one contract, or a combo.
 struct Instrument {
     /// `conid` or `conidex` for the ticket.
@@ -319,13 +306,9 @@ async fn last_price(c: &Ctx<'_>, conid: i64, label: &str, field: &str) -> Result
         })
 }
 
-/// Ids of `account`'s working orders on `conid` on `side`.
-async fn working_orders(
-    c: &Ctx<'_>,
-    account: &str,
-    conid: i64,
-    side: &str,
-) -> Result<Vec<String>, ToolError> {
+/// `account`'s working orders as IBKR lists them, and whether the list had finished loading
+/// (`snapshot`).
+async fn working_listed(c: &Ctx<'_>, account: &str) -> Result<(Vec<Value>, bool), ToolError> {
     let v = c
         .fetch_patiently(
             "open orders",
@@ -333,19 +316,43 @@ async fn working_orders(
             json!({ "accountId": account }),
         )
         .await?;
+    let loaded = v.get("snapshot") != Some(&Value::Bool(false));
+    // `{"orders": [...], "snapshot": ...}`, or (as some gateways answer) the bare array.
     let listed = v.get("orders").or(Some(&v)).and_then(Value::as_array);
-    Ok(listed
+    let working = listed
         .into_iter()
         .flatten()
+        .filter(|o| {
+            let acct = o
+                .get("acct")
+                .or_else(|| o.get("account"))
+                .and_then(Value::as_str);
+            acct.is_none_or(|a| a == account)
+        })
+        .filter(|o| {
+            let status = o.get("status").and_then(Value::as_str).unwrap_or("");
+            WORKING.contains(&status.to_ascii_lowercase().as_str())
+        })
+        .cloned()
+        .collect();
+    Ok((working, loaded))
+}
+
+/// Ids of `account`'s working orders on `conid` on `side`.
+async fn working_orders(
+    c: &Ctx<'_>,
+    account: &str,
+    conid: i64,
+    side: &str,
+) -> Result<Vec<String>, ToolError> {
+    let (working, _) = working_listed(c, account).await?;
+    Ok(working
+        .iter()
         .filter(|o| o.get("conid").and_then(number) == Some(conid as f64))
         .filter(|o| {
             o.get("side")
                 .and_then(Value::as_str)
                 .is_some_and(|s| s.eq_ignore_ascii_case(side))
-        })
-        .filter(|o| {
-            let status = o.get("status").and_then(Value::as_str).unwrap_or("");
-            WORKING.contains(&status.to_ascii_lowercase().as_str())
         })
         .filter_map(|o| super::id_text(o.get("orderId")))
         .collect())
@@ -377,7 +384,7 @@ fn positive(c: &Ctx<'_>) -> Result<(), ToolError> {
 /// The orders of a place_order or preview_order call: (account, tickets, words).
 async fn tickets(c: &Ctx<'_>) -> Result<(String, Vec<Value>, String), ToolError> {
     positive(c)?;
-    let account = order_account(c).await?;
+    let account = c.one_account("for this order").await?;
     let inst = instrument(c).await?;
     let tif = c.str_arg("tif").unwrap_or("DAY").to_string();
     let kind = c.str_arg("type");
@@ -1135,42 +1142,13 @@ async fn cancel(c: &Ctx<'_>) -> Result<Plan, ToolError> {
             Ok(plan)
         }
         (None, true) => {
-            let account = match accounts.as_slice() {
-                [one] => one.clone(),
-                many => {
-                    return Err(c.invalid(format!(
-                        "`account`: this login has {} accounts ({}); name the one whose orders \
-                         to cancel",
-                        many.len(),
-                        many.join(", ")
-                    )));
-                }
-            };
-            let v = c
-                .fetch_patiently(
-                    "open orders",
-                    ops::LIVE_ORDERS,
-                    json!({ "accountId": account }),
-                )
-                .await?;
-            let listed = v.get("orders").or(Some(&v)).and_then(Value::as_array);
+            let account = c.one_account("whose orders to cancel").await?;
+            let (working, loaded) = working_listed(c, &account).await?;
             let mut calls = Vec::new();
-            for o in listed.into_iter().flatten() {
-                let status = o
-                    .get("status")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
-                let acct = o
-                    .get("acct")
-                    .or_else(|| o.get("account"))
-                    .and_then(Value::as_str);
+            for o in &working {
                 let Some(id) = super::id_text(o.get("orderId")) else {
                     continue;
                 };
-                if acct != Some(account.as_str()) || !WORKING.contains(&status.as_str()) {
-                    continue;
-                }
                 let mut args = Map::new();
                 args.insert("accountId".into(), json!(account));
                 args.insert("orderId".into(), json!(id));
@@ -1196,7 +1174,7 @@ async fn cancel(c: &Ctx<'_>) -> Result<Plan, ToolError> {
                 order_id: None,
                 notes: Vec::new(),
             };
-            if v.get("snapshot") == Some(&Value::Bool(false)) {
+            if !loaded {
                 if plan.calls.is_empty() {
                     // An empty list that is still loading is not "nothing to cancel".
                     return Err(c.unresolved(
