@@ -230,6 +230,9 @@ fn fetch_spec(args: &[&str], cwd: &Path) -> Run {
     ] {
         command.env_remove(var);
     }
+    // `--check` finds the pinned document the way the build does; a developer's override of the
+    // build input must not change what these tests compare.
+    command.env_remove("IBKR_OPENAPI_SPEC");
     let output = command
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
@@ -429,4 +432,133 @@ fn fetch_spec_existing_different_file_is_kept_without_force() {
         written == document,
         "--force should replace the file with the download"
     );
+}
+
+/// Runs `fetch-spec --check` against `url` with this build's binary and `extra` arguments.
+fn check(url: &str, extra: &[&str], cwd: &Path) -> Run {
+    let mut args = vec![
+        "--check",
+        "--url",
+        url,
+        "--bin",
+        env!("CARGO_BIN_EXE_ibkr-mcp"),
+    ];
+    args.extend_from_slice(extra);
+    fetch_spec(&args, cwd)
+}
+
+#[test]
+fn fetch_spec_check_reports_what_a_newer_document_changes_for_the_tools() {
+    let server = Server::start(vec![Route::ok(
+        "/v3/api-docs",
+        "application/json",
+        shared_spec("2.27.0"),
+    )]);
+    let dir = TempDir::new("check-newer");
+    let report = dir.join("report");
+    let run = check(
+        &server.url("/v3/api-docs"),
+        &["--report", path_arg(&report)],
+        &dir.0,
+    );
+
+    run.assert_code(1);
+    run.assert_stdout_contains("known version 2.27.0");
+    // The diff it prints is exactly `spec diff pinned 2.27.0`, pinned by tests/spec_diff.rs.
+    let golden =
+        std::fs::read_to_string(manifest_dir().join("tests/snapshots/spec-diff-2.20.0-2.27.0.txt"))
+            .expect("the golden diff");
+    let start = run
+        .stdout
+        .find("spec diff ")
+        .unwrap_or_else(|| panic!("no diff printed;\n{}", run.describe()));
+    let printed = &run.stdout[start..];
+    let printed = printed
+        .strip_suffix(&format!("report written to {}\n", path_arg(&report)))
+        .unwrap_or_else(|| panic!("the report location is said last;\n{}", run.describe()));
+    assert!(
+        printed == golden,
+        "printed diff differs from the golden;\n{}",
+        run.describe()
+    );
+
+    let read = |name: &str| {
+        std::fs::read_to_string(report.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let verdict: serde_json::Value = serde_json::from_str(&read("check.json")).unwrap();
+    assert_eq!(verdict["identical"], false);
+    assert_eq!(verdict["tools_affected"], true);
+    assert_eq!(verdict["fetched"]["version"], "2.27.0");
+    assert_eq!(verdict["fetched"]["sha256"], known_2_27_0_sha256());
+    assert_eq!(verdict["pinned"]["sha256"], pin().1);
+    assert_eq!(verdict["breaking"], 46, "{verdict}");
+    assert!(read("diff.txt") == golden);
+    let diff: serde_json::Value = serde_json::from_str(&read("diff.json")).unwrap();
+    assert_eq!(diff["new"]["version"], "2.27.0");
+    let summary = read("summary.md");
+    assert!(summary.contains("**46 breaking for a model**"), "{summary}");
+    assert!(
+        summary.contains("| get_alert | `GET /iserver/account/alert/{alertId}` | argument_type path alertId: string/int64 → integer/int64 |"),
+        "{summary}"
+    );
+    assert!(summary.len() < 65_536);
+}
+
+#[test]
+fn fetch_spec_check_of_the_pinned_document_is_no_drift_and_runs_no_diff() {
+    let server = Server::start(vec![Route::ok(
+        "/v3/api-docs",
+        "application/json",
+        shared_spec(pin().0),
+    )]);
+    let dir = TempDir::new("check-same");
+    let report = dir.join("report");
+    // A binary that does not exist: the check must not need it when nothing changed.
+    let run = fetch_spec(
+        &[
+            "--check",
+            "--url",
+            &server.url("/v3/api-docs"),
+            "--bin",
+            path_arg(&dir.join("no-such-binary")),
+            "--report",
+            path_arg(&report),
+        ],
+        &dir.0,
+    );
+    run.assert_code(0);
+    run.assert_stdout_contains("no drift");
+    let verdict: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("check.json")).unwrap()).unwrap();
+    assert_eq!(verdict["identical"], true);
+    assert_eq!(verdict["tools_affected"], false);
+    assert!(!report.join("diff.txt").exists());
+}
+
+#[test]
+fn fetch_spec_check_fails_clearly_without_a_document_or_a_pinned_copy() {
+    let server = Server::start(vec![
+        Route::ok("/v3/api-docs", "application/json", shared_spec("2.7.0")),
+        Route::ok("/login", "text/html", b"<html>log in</html>".to_vec()),
+    ]);
+    let dir = TempDir::new("check-fail");
+
+    let garbage = check(&server.url("/login"), &[], &dir.0);
+    garbage.assert_code(2);
+    garbage.assert_stderr_contains("not JSON");
+
+    let missing = dir.join("missing.json");
+    let no_pin = check(
+        &server.url("/v3/api-docs"),
+        &["--pinned", path_arg(&missing)],
+        &dir.0,
+    );
+    no_pin.assert_code(2);
+    no_pin.assert_stderr_contains("`ibkr-mcp spec diff` failed");
+    no_pin.assert_stderr_contains("missing.json");
+
+    let misuse = fetch_spec(&["--report", path_arg(&dir.join("r"))], &dir.0);
+    misuse.assert_code(2);
+    misuse.assert_stderr_contains("only applies with --check");
+    assert!(!dir.join("r").exists());
 }
