@@ -103,6 +103,9 @@ pub enum SpecCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
+        /// Same as `--format json`.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
     },
 }
 
@@ -306,13 +309,21 @@ fn run_spec(cmd: SpecCommand) -> anyhow::Result<ExitCode> {
             new,
             patches,
             format,
-        } => Ok(match spec_diff(&old, &new, patches, format) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(DIFF_ERROR)
-            }
-        }),
+            json,
+        } => Ok(
+            match spec_diff(
+                &old,
+                &new,
+                patches,
+                if json { ReportFormat::Json } else { format },
+            ) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(DIFF_ERROR)
+                }
+            },
+        ),
     }
 }
 

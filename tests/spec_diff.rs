@@ -1,9 +1,12 @@
 //! `ibkr-mcp spec diff` on IBKR's real documents (2.7.0, 2.20.0 and 2.27.0 from ../shared, every
 //! pair, pinned as golden reports) and through the binary (exit codes 0, 1 and 2). The change
-//! kinds themselves are proved one by one on a synthetic pair in `ibkr_spec::diff`'s tests.
+//! kinds themselves are proved one by one on a hand-written pair in `ibkr_spec::diff`'s tests,
+//! and here on the pinned document against the mutation test's mutations of it.
 
 mod common;
+mod mutations;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -89,7 +92,7 @@ fn the_binary_answers_with_exit_codes_and_json() {
         String::from_utf8_lossy(&same.stderr)
     );
     assert!(String::from_utf8_lossy(&same.stdout).contains("No tool is affected"));
-    let changed = run(&[a, b, "--format", "json"]);
+    let changed = run(&[a, b, "--json"]);
     assert_eq!(
         changed.status.code(),
         Some(1),
@@ -102,4 +105,44 @@ fn the_binary_answers_with_exit_codes_and_json() {
     let missing = run(&[a, "/nonexistent/openapi.json"]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
+
+/// The mutation test's mutations (tests/mutations), each applied alone to the pinned document:
+/// the diff finds exactly the kinds of change it made (none for a defect the repair fixes),
+/// and together they exercise every kind. All of them at once give a pinned report.
+#[test]
+fn the_mutation_tests_mutations_are_found_as_exactly_their_kinds_of_change() {
+    let pinned_path = document(&spec::pin::pinned().version);
+    let pinned: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&pinned_path).unwrap()).unwrap();
+    let patches = spec::embedded_patches();
+    let repaired = |doc: &serde_json::Value| {
+        spec::repair::repair(&serde_json::to_vec(doc).unwrap(), &patches)
+            .expect("the repair takes any parseable document")
+            .doc
+    };
+    let base = repaired(&pinned);
+    let mut combined = pinned.clone();
+    let mut seen = BTreeSet::new();
+    for m in mutations::mutations() {
+        let mut doc = pinned.clone();
+        (m.apply)(&mut doc);
+        (m.apply)(&mut combined);
+        let changes = ibkr_spec::diff::diff(&base, &repaired(&doc));
+        let kinds: BTreeSet<Kind> = changes.iter().map(|c| c.kind).collect();
+        let want: BTreeSet<Kind> = m.diff_kinds.iter().copied().collect();
+        assert_eq!(kinds, want, "{}: {changes:#?}", m.name);
+        seen.extend(kinds);
+    }
+    for k in Kind::ALL {
+        assert!(seen.contains(&k), "no mutation makes a {k:?} change");
+    }
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("diff-mutated-openapi.json");
+    std::fs::write(&path, serde_json::to_vec(&combined).unwrap()).unwrap();
+    let r = spec::diff::diff_files(&pinned_path, &path, &patches).unwrap();
+    assert!(r.affects_tools());
+    let mut text = spec::diff::render(&r);
+    // The report names the temporary file's sha256; the golden pins everything else.
+    text = text.replace(&r.new.sha256[..12], "MUTATED");
+    common::golden("spec-diff-mutated.txt", &text);
 }

@@ -50,6 +50,24 @@ pub enum Kind {
     ReplyFieldType,
 }
 
+impl Kind {
+    /// Every kind, in order.
+    pub const ALL: [Kind; 12] = [
+        Kind::OperationAdded,
+        Kind::OperationRemoved,
+        Kind::ArgumentAdded,
+        Kind::ArgumentRemoved,
+        Kind::ArgumentRequired,
+        Kind::ArgumentOptional,
+        Kind::ArgumentType,
+        Kind::RequestContent,
+        Kind::ReplyContent,
+        Kind::ReplyFieldAdded,
+        Kind::ReplyFieldRemoved,
+        Kind::ReplyFieldType,
+    ];
+}
+
 /// One change of one operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
@@ -536,20 +554,7 @@ mod tests {
         let (old, new) = pair();
         let changes = diff(&old, &new);
         let kinds: BTreeSet<Kind> = changes.iter().map(|c| c.kind).collect();
-        for k in [
-            Kind::OperationAdded,
-            Kind::OperationRemoved,
-            Kind::ArgumentAdded,
-            Kind::ArgumentRemoved,
-            Kind::ArgumentRequired,
-            Kind::ArgumentOptional,
-            Kind::ArgumentType,
-            Kind::RequestContent,
-            Kind::ReplyContent,
-            Kind::ReplyFieldAdded,
-            Kind::ReplyFieldRemoved,
-            Kind::ReplyFieldType,
-        ] {
+        for k in Kind::ALL {
             assert!(kinds.contains(&k), "{k:?} missing from {changes:#?}");
         }
         let find = |at: &str, kind: Kind| {
