@@ -3,11 +3,13 @@
 //!
 //! Everything here can be set before start; faults, questions, pacing and the idle timeout can
 //! also be changed at runtime through [`crate::SimControl`] or the `/sim/*` control API. This
-//! module only holds values; the behaviour lives in `state`, `pacing` and `server`.
+//! module only holds values; the behaviour lives in `state`, `pacing`, `server` and `oauth`.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::oauth::SimOAuth;
 
 /// Whether the simulator speaks HTTPS (like the real gateway) or plain HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +112,7 @@ impl Default for QuestionRules {
 
 /// Configuration of a simulated gateway. `Default` gives the demo setup: logged in and
 /// authenticated, pacing on, no faults, 6-minute idle timeout, snapshot pre-flight on,
-/// rule-based questions, seed 42.
+/// rule-based questions, seed 42, no OAuth (gateway mode).
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     /// Seed of every random choice (prices, ids, faults).
@@ -129,6 +131,12 @@ pub struct SimConfig {
     pub logged_in: bool,
     /// Whether the simulator starts with an open brokerage session (`authenticated: true`).
     pub authenticated: bool,
+    /// OAuth 1.0a mode: `None` (the default) simulates the Client Portal Gateway; `Some`
+    /// simulates `api.ibkr.com` for this consumer (see [`crate::oauth`]). In OAuth mode the
+    /// SSO login is implied by a valid live session token and the simulator starts without a
+    /// brokerage session, whatever [`SimConfig::logged_in`] and
+    /// [`SimConfig::authenticated`] say.
+    pub oauth: Option<SimOAuth>,
 }
 
 impl Default for SimConfig {
@@ -142,6 +150,7 @@ impl Default for SimConfig {
             questions: QuestionPolicy::default(),
             logged_in: true,
             authenticated: true,
+            oauth: None,
         }
     }
 }
@@ -180,6 +189,13 @@ impl SimConfig {
     /// Sets [`SimConfig::questions`].
     pub fn with_questions(mut self, questions: QuestionPolicy) -> Self {
         self.questions = questions;
+        self
+    }
+
+    /// Sets [`SimConfig::oauth`]: the simulator speaks IBKR's OAuth 1.0a side for this
+    /// consumer.
+    pub fn with_oauth(mut self, oauth: SimOAuth) -> Self {
+        self.oauth = Some(oauth);
         self
     }
 

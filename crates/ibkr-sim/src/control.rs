@@ -18,6 +18,9 @@
 //! - `GET|PUT /sim/market/{conid}` (`{"price": x}` sets the last price)
 //! - `POST /sim/restart` (`{"down_ms": n}`): answers at once; the listener goes down about
 //!   100 ms later for `down_ms`.
+//! - OAuth mode: `GET /sim/oauth/stats` → [`OAuthStats`]; `POST /sim/oauth/expire` expires the
+//!   current live session token now (`{"ok": true, "expired": bool}`). Both answer 404
+//!   `{"error": "OAuth is not configured"}` in gateway mode.
 //! - `GET /sim` (HTML): the login page of the demo (`serve --demo` names it as the page where a
 //!   person logs in); its button (`POST /sim/login`) logs the gateway in with an open brokerage
 //!   session.
@@ -37,6 +40,8 @@ use tokio::sync::oneshot;
 
 use crate::config::{Faults, QuestionPolicy};
 use crate::log::{Counters, RequestLogEntry};
+use crate::oauth::OAuthStats;
+use crate::oauth::verify::Now;
 use crate::state::accounts::Side;
 use crate::state::{RestartCmd, Sim};
 
@@ -194,6 +199,9 @@ pub struct SimState {
     pub faults: Faults,
     /// Whether drop-after-accept is armed.
     pub drop_after_accept_armed: bool,
+    /// OAuth counters (`None` in gateway mode).
+    #[serde(default)]
+    pub oauth: Option<OAuthStats>,
 }
 
 /// In-process control of a running simulator. Cheap to clone.
@@ -309,7 +317,24 @@ impl SimControl {
             pacing: st.pacer.enabled,
             faults: st.faults.config.clone(),
             drop_after_accept_armed: st.faults.drop_after_accept,
+            oauth: sim.oauth.as_ref().map(|_| st.oauth.stats(Now::wall())),
         }
+    }
+
+    /// OAuth counters: tokens issued, accepted signed requests, refusals by reason and the
+    /// current token's times. `None` in gateway mode.
+    pub fn oauth_stats(&self) -> Option<OAuthStats> {
+        let sim = &self.sim;
+        sim.oauth
+            .as_ref()
+            .map(|_| sim.lock().oauth.stats(Now::wall()))
+    }
+
+    /// Expires the current live session token now: the next signed request is refused with
+    /// `expired_token` until the client gets a new token. Returns `false` in gateway mode or
+    /// when no token has been issued.
+    pub fn oauth_expire(&self) -> bool {
+        self.sim.oauth.is_some() && self.sim.lock().oauth.expire_now(Now::wall())
     }
 
     /// The request log (oldest first).
@@ -475,6 +500,14 @@ struct Price {
 
 fn done() -> Response {
     axum::Json(json!({ "ok": true })).into_response()
+}
+
+fn oauth_off() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({ "error": "OAuth is not configured" })),
+    )
+        .into_response()
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Box<Response>> {
@@ -670,6 +703,25 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
                     Ok(_) => (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "not a walk-priced contract or bad price" }))).into_response(),
                     Err(e) => *e,
                 }
+            }),
+        )
+        .route(
+            "/sim/oauth/stats",
+            get(|State(c): State<SimControl>| async move {
+                match c.oauth_stats() {
+                    Some(stats) => axum::Json(stats).into_response(),
+                    None => oauth_off(),
+                }
+            }),
+        )
+        .route(
+            "/sim/oauth/expire",
+            post(|State(c): State<SimControl>| async move {
+                if c.oauth_stats().is_none() {
+                    return oauth_off();
+                }
+                let expired = c.oauth_expire();
+                axum::Json(json!({ "ok": true, "expired": expired })).into_response()
             }),
         )
         .route(

@@ -1,16 +1,20 @@
 //! The simulated Client Portal Gateway REST API under `/v1/api`: the route table, the request
 //! plumbing shared by every handler, and the middleware that applies, in this order, request
-//! logging, added latency, dropped-connection and 5xx faults, pacing (429), the idle timeout,
-//! one market step, the session checks (401), the handler, and garbage bodies.
+//! logging, added latency, dropped-connection and 5xx faults, the OAuth signature check (OAuth
+//! mode only, 401), pacing (429), the idle timeout, one market step, the session checks (401
+//! in gateway mode, 400 "no bridge" in OAuth mode), the handler, and garbage bodies.
 //!
 //! Handlers are plain functions `fn(&Sim, &Req) -> Reply` grouped by API area in the
-//! submodules; they lock the state once and never await.
+//! submodules; they lock the state once and never await. The OAuth token request is the one
+//! async handler (`oauth::live_session_token`), because it reads headers and does its
+//! cryptography off the async threads.
 
 mod accounts;
 mod alerts;
 mod contracts;
 mod fyi;
 mod marketdata;
+mod oauth;
 mod orders;
 mod portfolio;
 mod scanner;
@@ -34,6 +38,7 @@ use serde_json::{Value, json};
 
 use crate::faults::Before;
 use crate::log::RequestLogEntry;
+use crate::oauth::LIVE_SESSION_TOKEN_PATH;
 use crate::server::ConnCtl;
 use crate::state::Sim;
 
@@ -178,6 +183,8 @@ async fn run(sim: Arc<Sim>, req: Request, f: HandlerFn) -> Response {
 /// The `/v1/api` router.
 pub(crate) fn router(sim: Arc<Sim>) -> Router {
     let api = Router::new()
+        // OAuth mode's token request (a 404 in gateway mode)
+        .route(LIVE_SESSION_TOKEN_PATH, post(oauth::live_session_token))
         // session
         .route(
             "/iserver/auth/status",
@@ -453,6 +460,18 @@ async fn gateway_layer(State(sim): State<Arc<Sim>>, mut req: Request, next: Next
         }
         Before::Proceed => {}
     }
+    let oauth_mode = sim.oauth.is_some();
+    if oauth_mode && path != LIVE_SESSION_TOKEN_PATH {
+        req = match oauth::gate(&sim, req).await {
+            Ok(req) => req,
+            Err(refusal) => {
+                sim.lock()
+                    .log
+                    .finish(seq, refusal.status(), &oauth::outcome(refusal));
+                return oauth::refusal_response(refusal);
+            }
+        };
+    }
     let gate = {
         let mut st = sim.lock();
         let key = template.as_deref().unwrap_or(&path);
@@ -475,24 +494,30 @@ async fn gateway_layer(State(sim): State<Arc<Sim>>, mut req: Request, next: Next
         st.step_market(&sim.universe);
         let needs_brokerage =
             path.starts_with("/iserver/") && !ISERVER_OPEN.contains(&path.as_str());
-        if !st.session.logged_in || (needs_brokerage && !st.session.iserver_ready()) {
-            Some(401)
+        let no_bridge = needs_brokerage && !st.session.iserver_ready();
+        if oauth_mode {
+            // The signature check stands for the SSO login; a missing brokerage session is
+            // IBKR's "no bridge" (a 401 would tell the client to get a new token).
+            no_bridge.then_some((400, "Bad Request: no bridge", "no_bridge"))
+        } else if !st.session.logged_in || no_bridge {
+            Some((401, "not authenticated", "unauthorized"))
         } else {
             None
         }
     };
-    if let Some(code) = gate {
-        sim.lock().log.finish(seq, code, "unauthorized");
-        return json_response(
-            code,
-            &json!({ "error": "not authenticated", "statusCode": code }),
-        );
+    if let Some((code, message, outcome)) = gate {
+        sim.lock().log.finish(seq, code, outcome);
+        return json_response(code, &json!({ "error": message, "statusCode": code }));
     }
     req.extensions_mut().insert(Seq(seq));
     let resp = next.run(req).await;
     let status = resp.status().as_u16();
     if status != 200 {
-        sim.lock().log.finish(seq, status, "ok");
+        let outcome = resp
+            .extensions()
+            .get::<oauth::LogOutcome>()
+            .map_or("ok", |o| o.0.as_str());
+        sim.lock().log.finish(seq, status, outcome);
         return resp;
     }
     let (parts, body) = resp.into_parts();

@@ -10,6 +10,10 @@
 //! bodies, drop-after-accept, restarts). Tests steer it through [`SimControl`] or the `/sim/*`
 //! HTTP control API.
 //!
+//! With [`SimConfig::with_oauth`] it plays `api.ibkr.com` with IBKR's first-party OAuth 1.0a
+//! instead of the gateway: live session tokens, HMAC-SHA256 signed requests, and IBKR's
+//! refusals (see [`oauth`]). [`oauth::DemoOAuth`] makes matching client credentials.
+//!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! let sim = ibkr_sim::start(ibkr_sim::SimConfig::default(), "127.0.0.1:0".parse().unwrap(), ibkr_sim::Tls::SelfSigned).await?;
@@ -29,6 +33,7 @@ mod faults;
 mod gateway;
 mod log;
 mod market;
+pub mod oauth;
 mod pacing;
 mod rng;
 mod server;
@@ -43,6 +48,7 @@ pub use control::{
 };
 pub use examples::{Capture, ExampleRequest, example_requests};
 pub use log::{Counters, RequestLogEntry};
+pub use oauth::{OAuthStats, SimOAuth};
 pub use pacing::{PacingRule, PacingTable, pacing_table};
 pub use server::{SimHandle, start};
 

@@ -27,7 +27,9 @@ pub struct RequestLogEntry {
     pub template: Option<String>,
     /// HTTP status sent; 0 when the connection was dropped without a response.
     pub status: u16,
-    /// `ok`, `paced`, `fault_5xx`, `dropped`, `garbage`, `dropped_after_accept`, `unauthorized`.
+    /// `ok`, `paced`, `fault_5xx`, `dropped`, `garbage`, `dropped_after_accept`, `unauthorized`;
+    /// in OAuth mode also `no_bridge` (400 before `ssodh/init`) and `oauth:<reason>` for a
+    /// refused signature (see [`crate::oauth::OAuthRefusal::reason`]).
     pub outcome: String,
 }
 

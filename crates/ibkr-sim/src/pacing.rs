@@ -90,6 +90,16 @@ impl Pacer {
         }
     }
 
+    /// The global limit of direct (OAuth) access to api.ibkr.com: 50 requests per second per
+    /// session, against the gateway's 10 (facts: IBKR's pacing page).
+    pub(crate) const OAUTH_GLOBAL_PER_SECOND: usize = 50;
+
+    /// The same pacer with another global limit (OAuth mode).
+    pub(crate) fn with_global_per_second(mut self, per_second: usize) -> Self {
+        self.global_per_second = per_second;
+        self
+    }
+
     /// Forgets every window (control API "reset pacing").
     pub(crate) fn reset(&mut self) {
         self.global.clear();

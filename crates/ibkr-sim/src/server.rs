@@ -31,6 +31,17 @@ use crate::state::{RestartCmd, Sim};
 #[derive(Debug, Clone)]
 pub(crate) struct ConnCtl(pub CancellationToken);
 
+/// How a request arrived, put into every request's extensions before routing: the scheme of
+/// the listener and the request target as on the wire (nested routers only see the path
+/// below their prefix). OAuth mode rebuilds the signed URL from it and the `Host` header.
+#[derive(Debug, Clone)]
+pub(crate) struct Wire {
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The request target (path and query) as received.
+    pub target: hyper::Uri,
+}
+
 /// A running simulator. Dropping the handle stops it too (without waiting); call
 /// [`SimHandle::shutdown`] to wait until every connection is closed.
 #[derive(Debug)]
@@ -259,19 +270,21 @@ async fn serve_conn(
                 },
                 _ = token.cancelled() => return,
             };
-            serve_io(TokioIo::new(tls), app, token).await;
+            serve_io(TokioIo::new(tls), app, token, "https").await;
         }
-        None => serve_io(TokioIo::new(stream), app, token).await,
+        None => serve_io(TokioIo::new(stream), app, token, "http").await,
     }
 }
 
-async fn serve_io<I>(io: I, app: Router, token: CancellationToken)
+async fn serve_io<I>(io: I, app: Router, token: CancellationToken, scheme: &'static str)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let ctl = ConnCtl(token.clone());
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ctl.clone());
+        let target = req.uri().clone();
+        req.extensions_mut().insert(Wire { scheme, target });
         app.clone().oneshot(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()

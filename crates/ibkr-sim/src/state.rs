@@ -20,6 +20,8 @@ use crate::config::SimConfig;
 use crate::faults::FaultState;
 use crate::log::RequestLog;
 use crate::market::Market;
+use crate::oauth::SimOAuth;
+use crate::oauth::verify::OAuthState;
 use crate::pacing::Pacer;
 use crate::rng::Rng;
 use crate::universe::Universe;
@@ -42,6 +44,7 @@ pub(crate) struct State {
     pub pacer: Pacer,
     pub faults: FaultState,
     pub log: RequestLog,
+    pub oauth: OAuthState,
     pub rng: Rng,
     pub snapshot_preflight: bool,
     pub restarts: u64,
@@ -62,9 +65,16 @@ impl State {
             let v = a.value(universe, &market);
             a.prev_nav = accounts::cents(v.nlv * 0.9985);
         }
+        // In OAuth mode a valid live session token stands for the SSO login, and the client
+        // opens the brokerage session itself (`ssodh/init`).
+        let (logged_in, authenticated) = if config.oauth.is_some() {
+            (true, false)
+        } else {
+            (config.logged_in, config.authenticated)
+        };
         let session = Session::new(
-            config.logged_in,
-            config.authenticated,
+            logged_in,
+            authenticated,
             config.idle_timeout,
             &mut rng,
             ACCOUNT_IDS[0],
@@ -111,9 +121,14 @@ impl State {
             watchlists,
             fyi: Fyi::seed(now),
             allocation: Allocation::seed(&ACCOUNT_IDS),
-            pacer: Pacer::new(config.pacing),
+            pacer: if config.oauth.is_some() {
+                Pacer::new(config.pacing).with_global_per_second(Pacer::OAUTH_GLOBAL_PER_SECOND)
+            } else {
+                Pacer::new(config.pacing)
+            },
             faults: FaultState::new(config.faults.clone(), config.seed),
             log: RequestLog::default(),
+            oauth: OAuthState::default(),
             rng,
             snapshot_preflight: config.snapshot_preflight,
             restarts: 0,
@@ -177,11 +192,13 @@ pub(crate) struct RestartCmd {
     pub done: Option<oneshot::Sender<()>>,
 }
 
-/// Shared simulator: universe, seed, state and the restart channel.
+/// Shared simulator: universe, seed, OAuth configuration, state and the restart channel.
 #[derive(Debug)]
 pub(crate) struct Sim {
     pub universe: Universe,
     pub seed: u64,
+    /// `Some` in OAuth mode (immutable; the changing OAuth state is `State::oauth`).
+    pub oauth: Option<SimOAuth>,
     state: Mutex<State>,
     pub restart_tx: mpsc::UnboundedSender<RestartCmd>,
 }
@@ -194,6 +211,7 @@ impl Sim {
         Self {
             universe,
             seed: config.seed,
+            oauth: config.oauth.clone(),
             state: Mutex::new(state),
             restart_tx,
         }
