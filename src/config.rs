@@ -27,6 +27,77 @@ pub enum LogFormat {
     Json,
 }
 
+/// How the server authenticates to IBKR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Through the Client Portal Gateway, where a human logs in (the default).
+    Gateway,
+    /// IBKR's first-party OAuth 1.0a, straight to api.ibkr.com: no gateway, no browser login.
+    Oauth1,
+}
+
+/// `--auth oauth1` inputs (README "Headless: OAuth 1.0a"). Secrets come from the environment
+/// or files and are never printed.
+#[derive(Debug, Clone, Args)]
+pub struct OAuthArgs {
+    /// Consumer key, from IBKR's self-service OAuth page.
+    #[arg(long, env = "IBKR_MCP_OAUTH_CONSUMER_KEY")]
+    pub oauth_consumer_key: Option<String>,
+    /// Access token, from IBKR's self-service OAuth page.
+    #[arg(long, env = "IBKR_MCP_OAUTH_ACCESS_TOKEN", hide_env_values = true)]
+    pub oauth_access_token: Option<Secret>,
+    /// File holding the access token (instead of --oauth-access-token).
+    #[arg(long, env = "IBKR_MCP_OAUTH_ACCESS_TOKEN_FILE")]
+    pub oauth_access_token_file: Option<std::path::PathBuf>,
+    /// Access token secret (base64), from IBKR's self-service OAuth page.
+    #[arg(
+        long,
+        env = "IBKR_MCP_OAUTH_ACCESS_TOKEN_SECRET",
+        hide_env_values = true
+    )]
+    pub oauth_access_token_secret: Option<Secret>,
+    /// File holding the access token secret (instead of --oauth-access-token-secret).
+    #[arg(long, env = "IBKR_MCP_OAUTH_ACCESS_TOKEN_SECRET_FILE")]
+    pub oauth_access_token_secret_file: Option<std::path::PathBuf>,
+    /// Private signature key (PEM file), whose public half was uploaded to IBKR.
+    #[arg(long, env = "IBKR_MCP_OAUTH_SIGNATURE_KEY")]
+    pub oauth_signature_key: Option<std::path::PathBuf>,
+    /// Private encryption key (PEM file), whose public half was uploaded to IBKR.
+    #[arg(long, env = "IBKR_MCP_OAUTH_ENCRYPTION_KEY")]
+    pub oauth_encryption_key: Option<std::path::PathBuf>,
+    /// Diffie-Hellman prime, hex (or give --oauth-dh-params).
+    #[arg(long, env = "IBKR_MCP_OAUTH_DH_PRIME", hide_env_values = true)]
+    pub oauth_dh_prime: Option<String>,
+    /// `dhparam.pem`, the Diffie-Hellman parameters uploaded to IBKR (or give --oauth-dh-prime).
+    #[arg(long, env = "IBKR_MCP_OAUTH_DH_PARAMS")]
+    pub oauth_dh_params: Option<std::path::PathBuf>,
+    /// Diffie-Hellman generator (default 2, or the one in --oauth-dh-params).
+    #[arg(long, env = "IBKR_MCP_OAUTH_DH_GENERATOR")]
+    pub oauth_dh_generator: Option<u32>,
+    /// OAuth realm: `limited_poa` (`test_realm` only with IBKR's TESTCONS key).
+    #[arg(long, env = "IBKR_MCP_OAUTH_REALM", default_value = "limited_poa")]
+    pub oauth_realm: String,
+}
+
+impl OAuthArgs {
+    /// The settings for [`crate::ibkr::oauth::Inputs::load`].
+    pub fn settings(&self) -> crate::ibkr::oauth::Settings {
+        crate::ibkr::oauth::Settings {
+            consumer_key: self.oauth_consumer_key.clone(),
+            access_token: self.oauth_access_token.clone(),
+            access_token_file: self.oauth_access_token_file.clone(),
+            access_token_secret: self.oauth_access_token_secret.clone(),
+            access_token_secret_file: self.oauth_access_token_secret_file.clone(),
+            signature_key: self.oauth_signature_key.clone(),
+            encryption_key: self.oauth_encryption_key.clone(),
+            dh_prime: self.oauth_dh_prime.clone(),
+            dh_params: self.oauth_dh_params.clone(),
+            dh_generator: self.oauth_dh_generator,
+            realm: self.oauth_realm.clone(),
+        }
+    }
+}
+
 /// `ibkr-mcp serve` settings.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
@@ -39,7 +110,18 @@ pub struct ServeConfig {
     #[arg(long, env = "IBKR_MCP_TRANSPORT", value_enum, default_value_t = Transport::Http)]
     pub transport: Transport,
 
-    /// Base URL of the Client Portal Gateway's REST API, including `/v1/api`.
+    /// How to authenticate to IBKR: `gateway` (the Client Portal Gateway, where a human logs
+    /// in) or `oauth1` (IBKR's OAuth 1.0a, straight to api.ibkr.com; needs the --oauth-*
+    /// settings).
+    #[arg(long = "auth", env = "IBKR_MCP_AUTH", value_enum, default_value_t = AuthMode::Gateway)]
+    pub auth_mode: AuthMode,
+
+    /// OAuth 1.0a inputs (with `--auth oauth1`).
+    #[command(flatten)]
+    pub oauth: OAuthArgs,
+
+    /// Base URL of the Client Portal Gateway's REST API, including `/v1/api`. With
+    /// `--auth oauth1` the default is IBKR's own, `https://api.ibkr.com/v1/api`.
     #[arg(
         long,
         env = "IBKR_MCP_GATEWAY_URL",
@@ -400,6 +482,17 @@ impl ServeConfig {
         is_loopback_url(&self.gateway_url)
     }
 
+    /// The settings with defaults that depend on others filled in: with `--auth oauth1` and
+    /// no --gateway-url, IBKR's own API URL.
+    pub fn resolved(&self) -> Self {
+        let mut cfg = self.clone();
+        if cfg.auth_mode == AuthMode::Oauth1 && cfg.gateway_url == crate::ibkr::DEFAULT_GATEWAY_URL
+        {
+            cfg.gateway_url = crate::ibkr::oauth::DEFAULT_OAUTH_URL.to_string();
+        }
+        cfg
+    }
+
     /// The gateway's login page.
     pub fn login_url(&self) -> String {
         if let Some(u) = &self.gateway_login_url {
@@ -527,6 +620,21 @@ pub struct SimArgs {
     /// Seconds without requests before the brokerage session times out.
     #[arg(long, env = "IBKR_MCP_SIM_IDLE_TIMEOUT", default_value_t = 360)]
     pub idle_timeout: u64,
+
+    /// Play IBKR's OAuth 1.0a host (api.ibkr.com) instead of the gateway, accepting the
+    /// credentials in this directory; a new set (consumer key, access token and secret, RSA
+    /// keys, DH parameters) is generated there when it has none. `serve --auth oauth1` reads
+    /// the same files.
+    #[arg(long, env = "IBKR_MCP_SIM_OAUTH_DIR")]
+    pub oauth_dir: Option<std::path::PathBuf>,
+
+    /// Lifetime in seconds of the live session tokens the simulator issues (with --oauth-dir).
+    #[arg(
+        long,
+        env = "IBKR_MCP_SIM_OAUTH_TOKEN_LIFETIME",
+        default_value_t = 86_400
+    )]
+    pub oauth_token_lifetime: u64,
 
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "IBKR_MCP_LOG", default_value = "ibkr_sim=info")]

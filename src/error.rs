@@ -66,6 +66,14 @@ pub enum ToolError {
         /// The gateway's own words, if any.
         detail: Option<String>,
     },
+    /// `--auth oauth1`: no live session token could be obtained, or IBKR refused the signed
+    /// request even with a fresh one (HTTP 401).
+    OAuthRefused {
+        /// What IBKR answered, or what is wrong with the inputs.
+        detail: String,
+        /// Whether the request was sent (a 401) or not (no token to sign it with).
+        sent: bool,
+    },
     /// IBKR refused the request (4xx, or HTTP 200 with an `error` member).
     Rejected {
         /// HTTP status.
@@ -162,6 +170,7 @@ impl ToolError {
             ToolError::Timeout { .. } => "timeout",
             ToolError::ConnectionLost { .. } => "connection_lost",
             ToolError::NotAuthenticated { .. } => "not_authenticated",
+            ToolError::OAuthRefused { .. } => "oauth_refused",
             ToolError::Rejected { .. } => "rejected",
             ToolError::RateLimited { .. } => "rate_limited",
             ToolError::Paced { .. } => "paced",
@@ -259,6 +268,33 @@ impl ToolError {
                      two-factor authentication), then call get_auth_status to confirm and retry."
                 ));
                 s
+            }
+            ToolError::OAuthRefused { detail, sent } => {
+                if *sent {
+                    format!(
+                        "IBKR refused this server's OAuth 1.0a signature (HTTP 401), so nothing \
+                         was carried out: {detail}. The live session token has been dropped and \
+                         a new one is obtained for the next call (a read was already sent once \
+                         more with a new token; an order is never sent again by itself). \
+                         Calling the tool again is safe; if IBKR refuses again, the user must \
+                         check the OAuth settings (consumer key, access token and secret, the \
+                         two private keys, the Diffie-Hellman prime) against IBKR's \
+                         self-service OAuth page. get_session_status shows the token's state \
+                         and the last error."
+                    )
+                } else {
+                    format!(
+                        "Not sent: IBKR does not accept this server's OAuth 1.0a credentials \
+                         now (no live session token, or every request signed with it refused), \
+                         so this call did not reach IBKR: {detail}. No browser login is \
+                         involved in this mode, and calling again will not help until it is \
+                         fixed: the user must check the OAuth settings (consumer key, access \
+                         token and secret, the two private keys, the Diffie-Hellman prime) on \
+                         IBKR's self-service OAuth page, or wait until IBKR activates a new \
+                         consumer key. get_session_status shows the token's state and the last \
+                         error."
+                    )
+                }
             }
             ToolError::Rejected { status, message } => {
                 format!("IBKR rejected the request (HTTP {status}): {message}")
@@ -379,6 +415,7 @@ impl ToolError {
             ToolError::NotAuthenticated { login_url, .. } => {
                 json!({ "status": 401, "login_url": login_url })
             }
+            ToolError::OAuthRefused { sent: true, .. } => json!({ "status": 401 }),
             ToolError::RateLimited { retry_after } => json!({
                 "status": 429,
                 "retry_after_seconds": retry_after.map(|d| d.as_secs_f64()),

@@ -10,6 +10,7 @@ use std::time::Duration;
 pub mod gateway;
 pub mod hooks;
 pub mod market;
+pub mod oauth;
 pub mod pacing;
 pub mod session;
 
@@ -92,11 +93,11 @@ impl Default for ClientOptions {
     }
 }
 
-/// Builds the generated client over our own `reqwest` client: cookie-less (the gateway holds
-/// the session), a user agent naming us, timeouts, and the gateway's self-signed certificate
-/// accepted only when asked.
-pub fn build_client(opts: &ClientOptions) -> Result<Client, reqwest::Error> {
-    let http = reqwest::Client::builder()
+/// The `reqwest` client under the generated one (and the OAuth token requests): a user agent
+/// naming us (IBKR's edge refuses requests without one), timeouts, and the gateway's self-signed
+/// certificate accepted only when asked.
+pub fn http_client(opts: &ClientOptions) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
         .user_agent(concat!(
             env!("CARGO_PKG_NAME"),
             "/",
@@ -105,7 +106,14 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, reqwest::Error> {
         .connect_timeout(Duration::from_secs(5).min(opts.timeout))
         .timeout(opts.timeout)
         .tls_danger_accept_invalid_certs(opts.accept_invalid_certs)
-        .build()?;
+        .build()
+}
+
+/// Builds the generated client over our own `reqwest` client: cookie-less (the gateway holds
+/// the session), a user agent naming us, timeouts, and the gateway's self-signed certificate
+/// accepted only when asked.
+pub fn build_client(opts: &ClientOptions) -> Result<Client, reqwest::Error> {
+    let http = http_client(opts)?;
     let base = opts.base_url.trim_end_matches('/');
     let base_path = reqwest::Url::parse(base)
         .map(|u| u.path().trim_end_matches('/').to_string())

@@ -504,6 +504,39 @@ impl IbkrServer {
     fn session_error(&self, p: crate::ibkr::session::Problem) -> ToolError {
         use crate::ibkr::session::Problem;
         let login_url = self.state.results.login_url.clone();
+        if self.state.results.oauth {
+            match p {
+                Problem::LoggedOut => {
+                    return ToolError::OAuthRefused {
+                        detail: self
+                            .state
+                            .session
+                            .as_ref()
+                            .and_then(|s| s.status().last_error)
+                            .unwrap_or_else(|| "IBKR did not accept the OAuth credentials".into()),
+                        sent: false,
+                    };
+                }
+                // A 401 while opening it: IBKR refused the signature, not the session.
+                Problem::NotAuthenticated(detail) if detail.contains("HTTP 401") => {
+                    return ToolError::OAuthRefused {
+                        detail: format!("the brokerage session could not be opened ({detail})"),
+                        sent: false,
+                    };
+                }
+                Problem::NotAuthenticated(detail) => {
+                    return ToolError::Rejected {
+                        status: 400,
+                        message: format!(
+                            "the brokerage session could not be opened ({detail}); this server \
+                             keeps trying (ssodh/init, with backoff): call again in a minute, \
+                             or read get_session_status"
+                        ),
+                    };
+                }
+                _ => {}
+            }
+        }
         match p {
             Problem::GatewayDown(detail) => ToolError::Unreachable {
                 url: self.state.results.gateway_url.clone(),

@@ -14,8 +14,40 @@ use crate::mcp::{IbkrServer, ServerState, results};
 
 /// Builds the state every handler shares: the gateway client, the tool inventory, settings.
 pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
+    build_state_with(cfg, None)
+}
+
+/// [`build_state`], with OAuth inputs already in memory (the demo's generated ones) instead of
+/// the `--oauth-*` settings.
+pub fn build_state_with(
+    cfg: &ServeConfig,
+    oauth_inputs: Option<crate::ibkr::oauth::Inputs>,
+) -> anyhow::Result<ServerState> {
+    let cfg = &cfg.resolved();
     cfg.validate().map_err(anyhow::Error::msg)?;
     let accept_invalid_certs = cfg.gateway_insecure_tls || cfg.gateway_is_loopback();
+    let oauth = match (cfg.auth_mode, oauth_inputs) {
+        (crate::config::AuthMode::Gateway, _) => None,
+        (crate::config::AuthMode::Oauth1, given) => {
+            let inputs = match given {
+                Some(inputs) => inputs,
+                None => crate::ibkr::oauth::Inputs::load(&cfg.oauth.settings())
+                    .map_err(anyhow::Error::msg)?,
+            };
+            let http = crate::ibkr::http_client(&ClientOptions {
+                base_url: cfg.gateway_url.clone(),
+                accept_invalid_certs,
+                timeout: cfg.timeout(),
+                ..ClientOptions::default()
+            })
+            .context("cannot build the HTTP client for IBKR's OAuth endpoint")?;
+            Some(crate::ibkr::oauth::OAuth::new(
+                inputs,
+                &cfg.gateway_url,
+                http,
+            ))
+        }
+    };
     let mut hooks = Hooks::new().with_retry(crate::ibkr::hooks::Retry {
         operations: catalog::all()
             .iter()
@@ -52,6 +84,9 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
         hooks = hooks.with_gate(Arc::new(crate::ibkr::pacing::Pacer::new(
             std::time::Duration::from_secs(cfg.pacing_max_wait),
         )));
+    }
+    if let Some(oauth) = &oauth {
+        hooks = hooks.with_oauth(oauth.clone());
     }
     let client = build_client(&ClientOptions {
         hooks,
@@ -112,6 +147,7 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
                 login_url: cfg.login_url(),
                 gateway_url: cfg.gateway_url.clone(),
                 can_take_over: inventory.get(crate::mcp::TAKE_OVER_TOOL).is_some(),
+                oauth: oauth.clone(),
             },
         )
     });
@@ -136,18 +172,34 @@ pub fn build_state(cfg: &ServeConfig) -> anyhow::Result<ServerState> {
             login_url: cfg.login_url(),
             timeout: cfg.timeout(),
             max_result_bytes: cfg.max_result_bytes,
+            oauth: oauth.is_some(),
         },
         allow_trading: cfg.allow_trading,
         tasks: crate::mcp::tasks::Cache::default(),
     })
 }
 
-/// Starts the in-process simulator for `--demo`; returns it with the configuration pointed at it.
+/// Starts the in-process simulator for `--demo`; returns it with the configuration pointed at it
+/// and, with `--auth oauth1`, the generated OAuth credentials the simulator accepts.
 pub async fn start_demo(
     mut cfg: ServeConfig,
-) -> anyhow::Result<(ServeConfig, ibkr_sim::SimHandle)> {
+) -> anyhow::Result<(
+    ServeConfig,
+    ibkr_sim::SimHandle,
+    Option<crate::ibkr::oauth::Inputs>,
+)> {
+    let mut sim_config = ibkr_sim::SimConfig::default().with_seed(cfg.seed);
+    let mut inputs = None;
+    if cfg.auth_mode == crate::config::AuthMode::Oauth1 {
+        let demo = tokio::task::spawn_blocking(ibkr_sim::oauth::DemoOAuth::generate)
+            .await
+            .context("generating the demo OAuth keys")?
+            .context("cannot generate the demo OAuth keys")?;
+        inputs = Some(demo_inputs(&demo)?);
+        sim_config = sim_config.with_oauth(demo.sim_oauth());
+    }
     let sim = ibkr_sim::start(
-        ibkr_sim::SimConfig::default().with_seed(cfg.seed),
+        sim_config,
         std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         ibkr_sim::Tls::SelfSigned,
     )
@@ -157,19 +209,64 @@ pub async fn start_demo(
         gateway = %sim.base_url(),
         control = %sim.control_url(),
         seed = cfg.seed,
+        auth = if inputs.is_some() { "oauth1 (generated test keys)" } else { "gateway" },
         "demo mode: serving against the built-in gateway simulator (paper accounts, no IBKR account needed)"
     );
     cfg.gateway_url = sim.base_url();
     cfg.gateway_login_url = Some(sim.control_url());
-    Ok((cfg, sim))
+    Ok((cfg, sim, inputs))
+}
+
+/// The client's half of a demo credential set, as [`crate::ibkr::oauth::Inputs`].
+fn demo_inputs(demo: &ibkr_sim::oauth::DemoOAuth) -> anyhow::Result<crate::ibkr::oauth::Inputs> {
+    let encryption = ibkr_oauth::EncryptionKey::from_pem(demo.encryption_key_pem())
+        .context("demo encryption key")?;
+    let prepend = ibkr_oauth::decrypt_prepend(demo.access_token_secret(), &encryption)
+        .context("demo access token secret")?;
+    let signing =
+        ibkr_oauth::SigningKey::from_pem(demo.signature_key_pem()).context("demo signature key")?;
+    Ok(crate::ibkr::oauth::Inputs::from_parts(
+        demo.credentials(),
+        prepend,
+        signing,
+        demo.dh_params().clone(),
+    ))
 }
 
 /// Runs the simulator alone until it is asked to stop.
 pub async fn run_sim(args: crate::config::SimArgs) -> anyhow::Result<()> {
-    let config = ibkr_sim::SimConfig::default()
+    let mut config = ibkr_sim::SimConfig::default()
         .with_seed(args.seed)
         .with_pacing(args.pacing)
         .with_idle_timeout(std::time::Duration::from_secs(args.idle_timeout));
+    if let Some(dir) = &args.oauth_dir {
+        let load = {
+            let dir = dir.clone();
+            move || ibkr_sim::oauth::DemoOAuth::load_or_generate(&dir)
+        };
+        let demo = tokio::task::spawn_blocking(load)
+            .await
+            .context("loading the simulator's OAuth credentials")?
+            .with_context(|| {
+                format!(
+                    "cannot load or generate OAuth credentials in {} (--oauth-dir)",
+                    dir.display()
+                )
+            })?;
+        config = config.with_oauth(
+            demo.sim_oauth()
+                .with_lst_lifetime(std::time::Duration::from_secs(args.oauth_token_lifetime)),
+        );
+        eprintln!(
+            "OAuth 1.0a mode: credentials in {dir}; point the server at them with\n  \
+             --auth oauth1 --oauth-consumer-key {key} --oauth-access-token-file {dir}/access_token \\\n  \
+             --oauth-access-token-secret-file {dir}/access_token_secret \\\n  \
+             --oauth-signature-key {dir}/private_signature.pem \\\n  \
+             --oauth-encryption-key {dir}/private_encryption.pem --oauth-dh-params {dir}/dhparam.pem",
+            dir = dir.display(),
+            key = demo.consumer_key(),
+        );
+    }
     let tls = if args.plain_http {
         ibkr_sim::Tls::None
     } else {
@@ -192,13 +289,13 @@ pub async fn run_sim(args: crate::config::SimArgs) -> anyhow::Result<()> {
 
 /// Runs the server until it is asked to stop.
 pub async fn run(cfg: ServeConfig) -> anyhow::Result<()> {
-    let (cfg, _demo) = if cfg.demo {
-        let (cfg, sim) = start_demo(cfg).await?;
-        (cfg, Some(sim))
+    let (cfg, _demo, oauth_inputs) = if cfg.demo {
+        let (cfg, sim, inputs) = start_demo(cfg).await?;
+        (cfg, Some(sim), inputs)
     } else {
-        (cfg, None)
+        (cfg, None, None)
     };
-    let state = Arc::new(build_state(&cfg)?);
+    let state = Arc::new(build_state_with(&cfg, oauth_inputs)?);
     let background = CancellationToken::new();
     let _stop_background = background.clone().drop_guard();
     if let Some(session) = &state.session {

@@ -553,7 +553,8 @@ async fn the_demo_login_page_exists_and_logs_the_simulator_in() {
     else {
         unreachable!()
     };
-    let (cfg, sim) = ibkr_mcp::server::start_demo(*cfg).await.unwrap();
+    let (cfg, sim, oauth) = ibkr_mcp::server::start_demo(*cfg).await.unwrap();
+    assert!(oauth.is_none(), "the default demo is gateway mode");
     let login = cfg.login_url();
     sim.control().logout();
     let http = reqwest::Client::builder()

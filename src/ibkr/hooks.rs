@@ -46,6 +46,11 @@ pub enum Refusal {
         /// What is wrong, naming the parameter.
         detail: String,
     },
+    /// No OAuth live session token could be obtained to sign the request (`--auth oauth1`).
+    Auth {
+        /// What IBKR answered, or what is wrong with the inputs.
+        detail: String,
+    },
     /// The [`Guard`] (the trading policy) refused the final request.
     Policy {
         /// The rule (`account`, `live_account`, `kill_switch`, ...).
@@ -65,6 +70,7 @@ impl std::fmt::Display for Refusal {
             ),
             Refusal::UnsafePath { detail } => write!(f, "unsafe request path: {detail}"),
             Refusal::Policy { rule, message } => write!(f, "refused ({rule}): {message}"),
+            Refusal::Auth { detail } => write!(f, "not signed (OAuth): {detail}"),
         }
     }
 }
@@ -157,6 +163,7 @@ pub struct Hooks {
     guard: Option<Arc<dyn Guard>>,
     retry: Option<Arc<Retry>>,
     cache: Option<Arc<ReplyCache>>,
+    oauth: Option<Arc<super::oauth::OAuth>>,
     base_path: String,
 }
 
@@ -260,6 +267,13 @@ impl Hooks {
     /// Retries the operations of `retry` on connection errors and 5xx answers.
     pub fn with_retry(mut self, retry: Retry) -> Self {
         self.retry = Some(Arc::new(retry));
+        self
+    }
+
+    /// Signs every request with OAuth 1.0a (`--auth oauth1`): after pacing, so the signature
+    /// covers the final URL; each retry is signed again (a nonce is never reused).
+    pub fn with_oauth(mut self, oauth: Arc<super::oauth::OAuth>) -> Self {
+        self.oauth = Some(oauth);
         self
     }
 
@@ -448,6 +462,18 @@ impl ClientHooks<Hooks> for Client {
             record(|r| r.refusal = Some(refusal));
             return Err(Error::Custom(text));
         }
+        if let Some(oauth) = &self.inner().oauth {
+            let signed = match oauth.token().await {
+                Ok(token) => oauth.sign(&token, request),
+                Err(e) => Err(e),
+            };
+            if let Err(detail) = signed {
+                let refusal = Refusal::Auth { detail };
+                let text = refusal.to_string();
+                record(|r| r.refusal = Some(refusal));
+                return Err(Error::Custom(text));
+            }
+        }
         Ok(())
     }
 
@@ -490,13 +516,16 @@ impl ClientHooks<Hooks> for Client {
         let retries = self.inner().retries_for(operation_id);
         let mut request = request;
         let mut attempt = 0u32;
+        // OAuth: a read refused with 401 is sent once more, signed with a new token.
+        let mut resigned = false;
         let result = loop {
-            let spare = if attempt < retries {
+            let spare = if attempt < retries || (retries > 0 && !resigned) {
                 request.try_clone()
             } else {
                 None
             };
             record(|r| r.sent += 1);
+            let sent = Instant::now();
             let result = async {
                 let response = self.client().execute(request).await?;
                 let status = response.status();
@@ -507,25 +536,49 @@ impl ClientHooks<Hooks> for Client {
             }
             .instrument(span.clone())
             .await;
+            let refused = match (&self.inner().oauth, &result) {
+                (Some(oauth), Ok((status, ..))) if *status == reqwest::StatusCode::UNAUTHORIZED => {
+                    oauth.invalidate(sent);
+                    !resigned
+                }
+                _ => false,
+            };
             let transient = match &result {
                 Ok((status, ..)) => status.is_server_error(),
                 Err(e) => !e.is_timeout(),
             };
-            let Some(next) = spare.filter(|_| transient) else {
+            let Some(mut next) = spare.filter(|_| transient || refused) else {
                 break result;
             };
-            attempt += 1;
-            let pause = self
-                .inner()
-                .retry
-                .as_ref()
-                .map_or(Duration::ZERO, |r| r.backoff * 3u32.pow(attempt - 1));
-            tracing::info!(parent: &span, attempt, pause_ms = pause.as_millis() as u64, "transient failure of a read; retrying");
-            tokio::time::sleep(pause).await;
+            if refused {
+                // Only reads get here (`spare` is only made for them): an order refused with
+                // 401 was not carried out and is never sent again by itself.
+                resigned = true;
+                tracing::info!(parent: &span, "IBKR refused the OAuth signature (401); sending this read once more with a new live session token");
+            } else {
+                attempt += 1;
+                let pause = self
+                    .inner()
+                    .retry
+                    .as_ref()
+                    .map_or(Duration::ZERO, |r| r.backoff * 3u32.pow(attempt - 1));
+                tracing::info!(parent: &span, attempt, pause_ms = pause.as_millis() as u64, "transient failure of a read; retrying");
+                tokio::time::sleep(pause).await;
+            }
             if let Some(gate) = &self.inner().gate
                 && gate.admit(operation_id).await.is_err()
             {
                 break result;
+            }
+            if let Some(oauth) = &self.inner().oauth {
+                let signed = match oauth.token().await {
+                    Ok(token) => oauth.sign(&token, &mut next),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = signed {
+                    tracing::warn!(parent: &span, error = %e, "cannot sign the retry; not retrying");
+                    break result;
+                }
             }
             request = next;
         };

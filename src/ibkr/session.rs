@@ -66,6 +66,9 @@ pub struct SessionConfig {
     /// Whether `init_brokerage_session` is offered to the model (explanations name it only
     /// then).
     pub can_take_over: bool,
+    /// `--auth oauth1`: the token holder (its state is part of the status; a 401 means the
+    /// token, not a human login).
+    pub oauth: Option<Arc<super::oauth::OAuth>>,
 }
 
 /// One state change.
@@ -108,6 +111,9 @@ pub struct Status {
     pub login_url: String,
     /// Recent transitions, newest last.
     pub transitions: VecDeque<Transition>,
+    /// `--auth oauth1`: the live session token's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<super::oauth::AuthStatus>,
 }
 
 /// Why a tool cannot run now.
@@ -142,6 +148,12 @@ fn explanation(state: State, config: &SessionConfig) -> String {
     match state {
         State::Starting => "checking the gateway".into(),
         State::GatewayDown => "the gateway does not answer; check that it runs (IBKR_MCP_GATEWAY_URL)".into(),
+        State::LoggedOut if config.oauth.is_some() => {
+            "IBKR does not accept this server's OAuth credentials (see last_error and auth); no \
+             human login is involved: check the OAuth settings, or wait until IBKR activates a \
+             new consumer key"
+                .into()
+        }
         State::LoggedOut => format!("nobody is logged in: a human must log in at {login_url}"),
         State::NotAuthenticated => {
             "logged in, but the brokerage session is not authenticated; the server is opening one (ssodh/init)".into()
@@ -192,6 +204,8 @@ fn flags(v: &Value) -> Flags {
 enum Probe {
     Down(String),
     Unauthorized,
+    /// No OAuth token could be obtained to sign the probe.
+    AuthFailed(String),
     Flags(Flags),
     Odd(String),
 }
@@ -212,6 +226,7 @@ impl SessionManager {
             gateway_url: config.gateway_url.clone(),
             login_url: config.login_url.clone(),
             transitions: VecDeque::new(),
+            auth: None,
         };
         Arc::new(Self {
             client,
@@ -228,10 +243,13 @@ impl SessionManager {
 
     /// A snapshot of the status.
     pub fn status(&self) -> Status {
-        self.status
+        let mut status = self
+            .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        status.auth = self.config.oauth.as_ref().map(|o| o.status());
+        status
     }
 
     /// The current state.
@@ -318,6 +336,16 @@ impl SessionManager {
     }
 
     async fn probe(&self, tickle: bool) -> Probe {
+        let probe = self.probe_once(tickle).await;
+        // With OAuth a 401 means the token, which the request hooks have just dropped: the
+        // second probe is signed with a new one.
+        if matches!(probe, Probe::Unauthorized) && self.config.oauth.is_some() {
+            return self.probe_once(tickle).await;
+        }
+        probe
+    }
+
+    async fn probe_once(&self, tickle: bool) -> Probe {
         let op = if tickle {
             ops::TICKLE
         } else {
@@ -326,6 +354,9 @@ impl SessionManager {
         let reply = match gateway::call(&self.client, op, serde_json::json!({})).await {
             Ok(reply) => reply,
             Err(e @ Error::Transport { .. }) => return Probe::Down(e.to_string()),
+            Err(Error::Refused(super::hooks::Refusal::Auth { detail })) => {
+                return Probe::AuthFailed(detail);
+            }
             Err(e) => return Probe::Odd(e.to_string()),
         };
         if reply.status == 401 {
@@ -369,6 +400,10 @@ impl SessionManager {
                 self.set(State::GatewayDown, e);
             }
             Probe::Unauthorized => self.set(State::LoggedOut, "the gateway answered 401"),
+            Probe::AuthFailed(e) => {
+                self.note_error(e.clone());
+                self.set(State::LoggedOut, e);
+            }
             Probe::Odd(e) => {
                 self.note_error(e.clone());
                 tracing::debug!(error = %e, "session check inconclusive");

@@ -751,12 +751,26 @@ impl IbkrServer {
         let need_accounts = crate::ibkr::session::needs_accounts(&def.path);
         match session.ensure_ready(need_accounts).await {
             Ok(()) if def.read_only => {
-                notes.push(
+                notes.push(if self.state.results.oauth {
+                    "IBKR refused the OAuth signature (401); this server obtained a new live \
+                     session token, checked the brokerage session and asked again."
+                        .into()
+                } else {
                     "The brokerage session had lapsed (IBKR answered 401); this server re-opened \
                      it and asked again."
-                        .into(),
-                );
+                        .into()
+                });
                 (self.send(def, args).await, None)
+            }
+            Ok(()) if self.state.results.oauth => {
+                let detail = outcome.as_ref().map_or_else(
+                    |_| "(no message)".to_string(),
+                    |r| crate::error::ibkr_message(&r.body),
+                );
+                (
+                    outcome,
+                    Some(ToolError::OAuthRefused { detail, sent: true }),
+                )
             }
             Ok(()) => (
                 outcome,

@@ -26,6 +26,8 @@ pub struct Context {
     pub timeout: std::time::Duration,
     /// Largest text rendering, in bytes, before arrays are cut.
     pub max_result_bytes: usize,
+    /// `--auth oauth1`: a 401 means IBKR refused the signature, not "log in at the gateway".
+    pub oauth: bool,
 }
 
 /// The result of one generated call. `parsed` is the 2xx body as JSON when the caller has
@@ -158,6 +160,10 @@ pub(crate) fn call_error(def: &ToolDef, e: gateway::Error, ctx: &Context) -> Too
         }
         E::Refused(Refusal::UnsafePath { detail }) => invalid(vec![detail]),
         E::Refused(Refusal::Policy { rule, message }) => ToolError::PolicyRefused { rule, message },
+        E::Refused(Refusal::Auth { detail }) => ToolError::OAuthRefused {
+            detail,
+            sent: false,
+        },
         E::Transport {
             kind: TransportKind::Timeout,
             ..
@@ -194,6 +200,10 @@ pub(crate) fn call_error(def: &ToolDef, e: gateway::Error, ctx: &Context) -> Too
 /// Maps a non-2xx gateway status to an error.
 pub fn status_error(status: u16, body: &[u8], write: bool, ctx: &Context) -> ToolError {
     match status {
+        401 if ctx.oauth => ToolError::OAuthRefused {
+            detail: ibkr_message(body),
+            sent: true,
+        },
         401 => ToolError::NotAuthenticated {
             login_url: ctx.login_url.clone(),
             detail: Some(ibkr_message(body)).filter(|m| m != "(no message)"),

@@ -303,8 +303,10 @@ impl IbkrServer {
             Ok(()) => run(&ctx).await,
             Err(e) => Err(e),
         };
-        if let (Err(ToolError::NotAuthenticated { .. }), Some(session)) =
-            (&outcome, &self.state.session)
+        if let (
+            Err(ToolError::NotAuthenticated { .. } | ToolError::OAuthRefused { sent: true, .. }),
+            Some(session),
+        ) = (&outcome, &self.state.session)
         {
             session.saw_unauthorized();
             // A new brokerage session: the account list is read again (IBKR wants it read
