@@ -519,7 +519,8 @@ impl ClientHooks<Hooks> for Client {
         // OAuth: a read refused with 401 is sent once more, signed with a new token.
         let mut resigned = false;
         let result = loop {
-            let spare = if attempt < retries || (retries > 0 && !resigned) {
+            let resign_left = self.inner().oauth.is_some() && retries > 0 && !resigned;
+            let spare = if attempt < retries || resign_left {
                 request.try_clone()
             } else {
                 None
@@ -547,7 +548,8 @@ impl ClientHooks<Hooks> for Client {
                 Ok((status, ..)) => status.is_server_error(),
                 Err(e) => !e.is_timeout(),
             };
-            let Some(mut next) = spare.filter(|_| transient || refused) else {
+            let Some(mut next) = spare.filter(|_| (transient && attempt < retries) || refused)
+            else {
                 break result;
             };
             if refused {
