@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::oauth::SimOAuth;
+use crate::ws::WsConfig;
 
 /// Whether the simulator speaks HTTPS (like the real gateway) or plain HTTP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +138,9 @@ pub struct SimConfig {
     /// brokerage session, whatever [`SimConfig::logged_in`] and
     /// [`SimConfig::authenticated`] say.
     pub oauth: Option<SimOAuth>,
+    /// The WebSocket's timing and quirks (heartbeat, ready gate, market-data interval and
+    /// lifetime).
+    pub ws: WsConfig,
 }
 
 impl Default for SimConfig {
@@ -151,6 +155,7 @@ impl Default for SimConfig {
             logged_in: true,
             authenticated: true,
             oauth: None,
+            ws: WsConfig::default(),
         }
     }
 }
@@ -196,6 +201,12 @@ impl SimConfig {
     /// consumer.
     pub fn with_oauth(mut self, oauth: SimOAuth) -> Self {
         self.oauth = Some(oauth);
+        self
+    }
+
+    /// Sets [`SimConfig::ws`].
+    pub fn with_ws(mut self, ws: WsConfig) -> Self {
+        self.ws = ws;
         self
     }
 

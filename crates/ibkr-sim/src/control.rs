@@ -21,6 +21,8 @@
 //! - OAuth mode: `GET /sim/oauth/stats` → [`OAuthStats`]; `POST /sim/oauth/expire` expires the
 //!   current live session token now (`{"ok": true, "expired": bool}`). Both answer 404
 //!   `{"error": "OAuth is not configured"}` in gateway mode.
+//! - `GET /sim/ws` → [`WsStats`]; `POST /sim/ws/drop` closes every open WebSocket at once,
+//!   without a close frame (`{"ok": true, "dropped": n}`).
 //! - `GET /sim` (HTML): the login page of the demo (`serve --demo` names it as the page where a
 //!   person logs in); its button (`POST /sim/login`) logs the gateway in with an open brokerage
 //!   session.
@@ -44,6 +46,7 @@ use crate::oauth::OAuthStats;
 use crate::oauth::verify::Now;
 use crate::state::accounts::Side;
 use crate::state::{RestartCmd, Sim};
+use crate::ws::WsStats;
 
 /// Session state as the control API reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -335,6 +338,18 @@ impl SimControl {
     /// when no token has been issued.
     pub fn oauth_expire(&self) -> bool {
         self.sim.oauth.is_some() && self.sim.lock().oauth.expire_now(Now::wall())
+    }
+
+    /// WebSocket counters: open sockets, active subscriptions per key, messages sent per
+    /// topic, subscriptions dropped before the ready gate, and more (see [`WsStats`]).
+    pub fn ws_stats(&self) -> WsStats {
+        self.sim.hub.stats().clone()
+    }
+
+    /// Closes every open WebSocket at once, without a close frame (a fault: the client sees
+    /// the connection end). Returns how many sockets were open.
+    pub fn ws_drop(&self) -> u64 {
+        self.sim.hub.drop_all()
     }
 
     /// The request log (oldest first).
@@ -722,6 +737,14 @@ pub(crate) fn router(sim: Arc<Sim>) -> Router {
                 }
                 let expired = c.oauth_expire();
                 axum::Json(json!({ "ok": true, "expired": expired })).into_response()
+            }),
+        )
+        .route("/sim/ws", get(|State(c): State<SimControl>| async move { axum::Json(c.ws_stats()) }))
+        .route(
+            "/sim/ws/drop",
+            post(|State(c): State<SimControl>| async move {
+                let dropped = c.ws_drop();
+                axum::Json(json!({ "ok": true, "dropped": dropped })).into_response()
             }),
         )
         .route(

@@ -13,12 +13,12 @@ mod accounts;
 mod alerts;
 mod contracts;
 mod fyi;
-mod marketdata;
+pub(crate) mod marketdata;
 mod oauth;
-mod orders;
+pub(crate) mod orders;
 mod portfolio;
 mod scanner;
-mod session;
+pub(crate) mod session;
 mod watchlists;
 
 use std::collections::HashMap;

@@ -10,6 +10,10 @@
 //! bodies, drop-after-accept, restarts). Tests steer it through [`SimControl`] or the `/sim/*`
 //! HTTP control API.
 //!
+//! The streaming WebSocket (`/v1/api/ws`) greets like IBKR's (login, accounts, auth status,
+//! ready gate, heartbeats, `tic`) and streams live orders, executions, P&L and market data from
+//! the same state ([`WsConfig`], [`WsStats`]).
+//!
 //! With [`SimConfig::with_oauth`] it plays `api.ibkr.com` with IBKR's first-party OAuth 1.0a
 //! instead of the gateway: live session tokens, HMAC-SHA256 signed requests, and IBKR's
 //! refusals (see [`oauth`]). [`oauth::DemoOAuth`] makes matching client credentials.
@@ -39,6 +43,7 @@ mod rng;
 mod server;
 mod state;
 mod universe;
+mod ws;
 
 use std::sync::Arc;
 
@@ -51,8 +56,12 @@ pub use log::{Counters, RequestLogEntry};
 pub use oauth::{OAuthStats, SimOAuth};
 pub use pacing::{PacingRule, PacingTable, pacing_table};
 pub use server::{SimHandle, start};
+pub use ws::{WsConfig, WsStats};
 
-/// The whole HTTP application: the gateway under `/v1/api` and the control API under `/sim`.
+/// The whole HTTP application: the gateway under `/v1/api`, its WebSocket at `/v1/api/ws`
+/// and the control API under `/sim`.
 pub(crate) fn app(sim: Arc<state::Sim>) -> axum::Router {
-    gateway::router(sim.clone()).merge(control::router(sim))
+    gateway::router(sim.clone())
+        .merge(ws::router(sim.clone()))
+        .merge(control::router(sim))
 }

@@ -3,6 +3,9 @@
 //! hyper's HTTP/1.1 connection driver under its own cancellation token, so a handler can close
 //! its connection without writing a response (dropped-connection faults, drop-after-accept).
 //!
+//! Connections support HTTP upgrades (the WebSocket); an upgraded socket outlives its HTTP
+//! connection task but still ends with the connection's token.
+//!
 //! A restart (control API) closes the listening socket, cancels every open connection, ends the
 //! brokerage session, waits, and binds the same address again; the SSO login survives.
 
@@ -289,7 +292,8 @@ where
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
-        .serve_connection(io, service);
+        .serve_connection(io, service)
+        .with_upgrades();
     tokio::select! {
         r = conn => {
             if let Err(e) = r {

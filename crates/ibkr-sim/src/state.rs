@@ -25,6 +25,7 @@ use crate::oauth::verify::OAuthState;
 use crate::pacing::Pacer;
 use crate::rng::Rng;
 use crate::universe::Universe;
+use crate::ws::{Feed, Hub};
 use accounts::{ACCOUNT_IDS, Account};
 use misc::{Alerts, Allocation, Fyi, Row, Watchlist};
 use orders::Orders;
@@ -49,6 +50,8 @@ pub(crate) struct State {
     pub snapshot_preflight: bool,
     pub restarts: u64,
     pub watchlist_mid: u64,
+    /// Order and execution events for the WebSocket.
+    pub ws_feed: Feed,
 }
 
 impl State {
@@ -133,6 +136,7 @@ impl State {
             snapshot_preflight: config.snapshot_preflight,
             restarts: 0,
             watchlist_mid: 0,
+            ws_feed: Feed::default(),
         }
     }
 
@@ -200,6 +204,9 @@ pub(crate) struct Sim {
     /// `Some` in OAuth mode (immutable; the changing OAuth state is `State::oauth`).
     pub oauth: Option<SimOAuth>,
     state: Mutex<State>,
+    /// The WebSocket side: its configuration, counters and cut token, behind locks of their
+    /// own (the counters' lock is never held while the state lock is taken).
+    pub hub: Hub,
     pub restart_tx: mpsc::UnboundedSender<RestartCmd>,
 }
 
@@ -208,11 +215,13 @@ impl Sim {
     pub(crate) fn new(config: &SimConfig, restart_tx: mpsc::UnboundedSender<RestartCmd>) -> Self {
         let universe = Universe::new(chrono::Utc::now().date_naive());
         let state = State::new(config, &universe);
+        let hub = Hub::new(config.ws.clone(), state.ws_feed.clone());
         Self {
             universe,
             seed: config.seed,
             oauth: config.oauth.clone(),
             state: Mutex::new(state),
+            hub,
             restart_tx,
         }
     }

@@ -1,6 +1,7 @@
 //! OAuth 1.0a mode over real HTTP, with `ibkr_oauth` as the client: the token request and its
 //! validation, signed requests, "no bridge" before `ssodh/init`, every refusal with its exact
-//! body and counter, the control API, and the demo credentials' directory round trip.
+//! body and counter, the control API, the WebSocket's admission, and the demo credentials'
+//! directory round trip.
 //!
 //! One key set is generated per run (two 2048-bit RSA keys from a seeded generator, about a
 //! second each in a debug build) and shared by every test here.
@@ -875,4 +876,107 @@ fn oauth_secrets_stay_out_of_debug_output() {
     }
     let config = format!("{:?}", oauth_config(sim_oauth));
     assert!(!config.contains(d.access_token()), "{config}");
+}
+
+/// Opens the OAuth-mode WebSocket with `?oauth_token=token`, an optional `Cookie` and an
+/// optional `User-Agent`; `Err` is the refusal's status.
+async fn ws_connect(
+    sim: &SimHandle,
+    token: &str,
+    cookie: Option<&str>,
+    user_agent: bool,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut req = format!("ws://{}/v1/api/ws?oauth_token={token}", sim.addr())
+        .into_client_request()
+        .unwrap();
+    if let Some(c) = cookie {
+        req.headers_mut()
+            .insert("Cookie", HeaderValue::from_str(c).unwrap());
+    }
+    if user_agent {
+        req.headers_mut()
+            .insert("User-Agent", HeaderValue::from_static("ClientPortalGW/1"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("unexpected WebSocket error: {e:?}"),
+    }
+}
+
+#[tokio::test]
+async fn oauth_websocket_needs_the_token_a_live_session_token_and_the_plain_cookie() {
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+    let sim = start_oauth().await;
+    let token = demo().access_token();
+    assert_eq!(ws_connect(&sim, "nope", None, true).await.err(), Some(401));
+    assert_eq!(ws_connect(&sim, token, None, true).await.err(), Some(401));
+    let mut client = Client::new(demo());
+    assert_eq!(client.request_token(&sim).await.0, 200);
+    let (s, v) = client
+        .post(
+            &sim,
+            "/iserver/auth/ssodh/init",
+            json!({ "publish": true, "compete": true }),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, tickle) = client.get(&sim, "/tickle").await;
+    assert_eq!(s, 200);
+    let session = tickle["session"].as_str().unwrap().to_string();
+    let plain = format!("api={session}");
+    assert_eq!(
+        ws_connect(&sim, token, Some(&plain), false).await.err(),
+        Some(403),
+        "a User-Agent is required"
+    );
+    let json_form = format!(r#"api={{"session":"{session}"}}"#);
+    assert_eq!(
+        ws_connect(&sim, token, Some(&json_form), true).await.err(),
+        Some(401),
+        "the gateway's cookie form is not OAuth's"
+    );
+    let outcomes: Vec<String> = sim
+        .control()
+        .requests()
+        .into_iter()
+        .filter(|e| e.path == "/ws")
+        .map(|e| e.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "oauth:invalid_token",
+            "oauth:no_token",
+            "ws_no_user_agent",
+            "ws_bad_session"
+        ]
+    );
+    let mut ws = ws_connect(&sim, token, Some(&plain), true)
+        .await
+        .expect("the plain cookie is accepted");
+    let mut topics = Vec::new();
+    let sts = loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a message in time")
+            .unwrap()
+            .unwrap();
+        let Message::Text(t) = msg else { continue };
+        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+        topics.push(v["topic"].as_str().unwrap_or("").to_string());
+        if v["topic"] == "sts" {
+            break v;
+        }
+    };
+    assert_eq!(topics, ["system", "act", "sts"]);
+    assert_eq!(sts["args"]["authenticated"], true);
+    let s = sim.control().ws_stats();
+    assert_eq!((s.refused, s.connections_open), (4, 1));
 }

@@ -36,7 +36,14 @@ fn short_volume(v: f64) -> String {
     }
 }
 
-fn field(st: &State, sim: &Sim, c: &Contract, q: &Quote, code: &str) -> Option<Value> {
+/// The value of field `code` of contract `c` at quote `q` (`None`: no value for it).
+pub(crate) fn field_value(
+    st: &State,
+    sim: &Sim,
+    c: &Contract,
+    q: &Quote,
+    code: &str,
+) -> Option<Value> {
     let change = q.last - q.prior_close;
     let s = |x: String| Some(Value::String(x));
     let position = st
@@ -191,7 +198,7 @@ pub(crate) fn snapshot(sim: &Sim, r: &Req) -> Reply {
         item.insert("6119".into(), json!(server_id));
         item.insert("6509".into(), json!("RpB"));
         for f in &fields {
-            if let Some(v) = field(&st, sim, c, &q, f) {
+            if let Some(v) = field_value(&st, sim, c, &q, f) {
                 item.insert(f.clone(), v);
                 if f == "87" {
                     item.insert("87_raw".into(), json!(q.volume));

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 
 use super::{Reply, Req, err, ok};
-use crate::state::accounts::Side;
+use crate::state::accounts::{Execution, Side};
 use crate::state::orders::{Order, OrderReply, OrderStatus, OrderType, fmt_qty, request_contract};
 use crate::state::{Sim, State};
 use crate::universe::{Contract, Universe};
@@ -326,6 +326,49 @@ pub(crate) fn status(sim: &Sim, r: &Req) -> Reply {
     ok(v)
 }
 
+/// One execution as `/iserver/account/trades` lists it (`None` for an unknown contract).
+pub(crate) fn trade_json(universe: &Universe, e: &Execution) -> Option<Value> {
+    let c = universe.get(e.conid)?;
+    let prec = crate::market::tick_decimals(if c.sec_type == crate::universe::SecType::Opt {
+        0.01
+    } else {
+        c.tick
+    });
+    let when = chrono::DateTime::from_timestamp_millis(e.time_ms)?;
+    let mut v = json!({
+        "execution_id": e.exec_id,
+        "symbol": c.symbol,
+        "supports_tax_opt": "1",
+        "side": if e.side == Side::Buy { "B" } else { "S" },
+        "order_description": format!("{} {} @ {:.prec$} on {}", if e.side == Side::Buy { "Bot" } else { "Sld" }, fmt_qty(e.qty), e.price, e.exchange),
+        "trade_time": when.format("%Y%m%d-%H:%M:%S").to_string(),
+        "trade_time_r": e.time_ms,
+        "size": e.qty,
+        "price": format!("{:.prec$}", e.price),
+        "exchange": e.exchange,
+        "commission": format!("{:.2}", e.commission),
+        "net_amount": crate::state::accounts::cents(e.qty * e.price * c.multiplier),
+        "account": e.account,
+        "accountCode": e.account,
+        "company_name": c.name,
+        "contract_description_1": c.description(),
+        "sec_type": c.sec_type.as_str(),
+        "listing_exchange": c.listing_exchange,
+        "conid": e.conid,
+        "conidEx": e.conid.to_string(),
+        "clearing_id": "IB",
+        "clearing_name": "IB",
+        "liquidation_trade": "0",
+        "is_event_trading": "0",
+        "position": fmt_qty(e.position_after),
+        "order_id": e.order_id,
+    });
+    if let Some(r) = &e.order_ref {
+        v["order_ref"] = json!(r);
+    }
+    Some(v)
+}
+
 /// `GET /iserver/account/trades` (`days` up to 7, default 1; `accountId` filters).
 pub(crate) fn trades(sim: &Sim, r: &Req) -> Reply {
     let days = r
@@ -342,43 +385,7 @@ pub(crate) fn trades(sim: &Sim, r: &Req) -> Reply {
         .iter()
         .rev()
         .filter(|e| e.time_ms >= since && account.is_none_or(|a| a == e.account))
-        .filter_map(|e| {
-            let c = sim.universe.get(e.conid)?;
-            let prec = crate::market::tick_decimals(if c.sec_type == crate::universe::SecType::Opt { 0.01 } else { c.tick });
-            let when = chrono::DateTime::from_timestamp_millis(e.time_ms)?;
-            let mut v = json!({
-                "execution_id": e.exec_id,
-                "symbol": c.symbol,
-                "supports_tax_opt": "1",
-                "side": if e.side == Side::Buy { "B" } else { "S" },
-                "order_description": format!("{} {} @ {:.prec$} on {}", if e.side == Side::Buy { "Bot" } else { "Sld" }, fmt_qty(e.qty), e.price, e.exchange),
-                "trade_time": when.format("%Y%m%d-%H:%M:%S").to_string(),
-                "trade_time_r": e.time_ms,
-                "size": e.qty,
-                "price": format!("{:.prec$}", e.price),
-                "exchange": e.exchange,
-                "commission": format!("{:.2}", e.commission),
-                "net_amount": crate::state::accounts::cents(e.qty * e.price * c.multiplier),
-                "account": e.account,
-                "accountCode": e.account,
-                "company_name": c.name,
-                "contract_description_1": c.description(),
-                "sec_type": c.sec_type.as_str(),
-                "listing_exchange": c.listing_exchange,
-                "conid": e.conid,
-                "conidEx": e.conid.to_string(),
-                "clearing_id": "IB",
-                "clearing_name": "IB",
-                "liquidation_trade": "0",
-                "is_event_trading": "0",
-                "position": fmt_qty(e.position_after),
-                "order_id": e.order_id,
-            });
-            if let Some(r) = &e.order_ref {
-                v["order_ref"] = json!(r);
-            }
-            Some(v)
-        })
+        .filter_map(|e| trade_json(&sim.universe, e))
         .collect();
     ok(Value::Array(items))
 }
@@ -419,7 +426,9 @@ pub(crate) fn cancel(sim: &Sim, r: &Req) -> Reply {
     let Ok(id) = r.param("orderId").parse::<i64>() else {
         return err(400, "Bad Request: orderId must be a number");
     };
-    let rep = sim.lock().cancel_order(r.param("accountId"), id);
+    let rep = sim
+        .lock()
+        .cancel_order(&sim.universe, r.param("accountId"), id);
     Reply::Json(rep.status, rep.body)
 }
 

@@ -10,7 +10,8 @@ const MAC: &str = "02:5E:51:A0:1B:7C";
 const SERVER_NAME: &str = "SimGw1";
 const SERVER_VERSION: &str = "Build 10.40.0s, simulated ibkr-sim gateway";
 const USER_ID: i64 = 10_203_040;
-const USER_NAME: &str = "simtrader1";
+/// The simulated user name (also the WebSocket login frame's `success`).
+pub(crate) const USER_NAME: &str = "simtrader1";
 
 /// The `/iserver/auth/status` body for the current state.
 pub(crate) fn auth_status_body(st: &State) -> Value {

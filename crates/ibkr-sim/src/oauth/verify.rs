@@ -229,6 +229,16 @@ impl OAuthState {
         }
     }
 
+    /// Whether a live session token is current at `now` (the WebSocket's admission):
+    /// `NoToken` before the first one, `ExpiredToken` after it expired.
+    pub(crate) fn token_valid(&self, now: Now) -> Result<(), OAuthRefusal> {
+        match &self.current {
+            None => Err(OAuthRefusal::NoToken),
+            Some(t) if now.ms >= t.expires_ms => Err(OAuthRefusal::ExpiredToken),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Counts a refusal.
     pub(crate) fn refuse(&mut self, refusal: OAuthRefusal) {
         self.refused.bump(refusal);

@@ -11,6 +11,9 @@
 //! `isSingleGroup: true`. A combo (`conidex` `28812380;;;{conid}/{ratio},...`) is one order
 //! priced per combo unit against its legs' natural bid/ask and filled as one execution per leg.
 //! Rejections are HTTP 200 `{"error": ...}` like the live service; malformed requests are 400.
+//!
+//! Every change of an order (booked, triggered, filled, cancelled, modified) and every
+//! execution is published, at the moment it happens, to the WebSocket feed (`ws::feed`).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -1129,6 +1132,7 @@ impl State {
                     confirmed_questions: asked.clone(),
                 },
             );
+            self.publish_order(universe, id);
             ids.push(id);
         }
         let replies: Vec<Value> = ids
@@ -1174,6 +1178,7 @@ impl State {
                 let o = self.orders.book.get_mut(&id).expect("order exists");
                 o.status = OrderStatus::Cancelled;
                 o.updated_ms = chrono::Utc::now().timestamp_millis();
+                self.publish_order(universe, id);
             }
             return;
         }
@@ -1228,16 +1233,25 @@ impl State {
         let ioc = r.tif == "IOC";
         let o = self.orders.book.get_mut(&id).expect("order exists");
         o.stop = trail_stop;
+        let mut activated = false;
         if triggered && !o.triggered {
             o.triggered = true;
+            activated = o.status != OrderStatus::Submitted;
             o.status = OrderStatus::Submitted;
         }
         match fill_price {
-            Some(p) => self.execute(universe, id, p),
+            Some(p) => {
+                if activated {
+                    self.publish_order(universe, id);
+                }
+                self.execute(universe, id, p);
+            }
             None if ioc => {
                 o.status = OrderStatus::Cancelled;
                 o.updated_ms = chrono::Utc::now().timestamp_millis();
+                self.publish_order(universe, id);
             }
+            None if activated => self.publish_order(universe, id),
             None => {}
         }
     }
@@ -1251,7 +1265,7 @@ impl State {
         let Some(contract) = universe.get(req.conid) else {
             return;
         };
-        if !self.book_execution(contract, id, &req, req.side, remaining, price) {
+        if !self.book_execution(universe, contract, id, &req, req.side, remaining, price) {
             return;
         }
         self.mark_filled(universe, id, price, remaining);
@@ -1267,7 +1281,15 @@ impl State {
             let Some(contract) = universe.get(l.conid) else {
                 return;
             };
-            if !self.book_execution(contract, id, &req, l.side, remaining * l.ratio, l.price) {
+            if !self.book_execution(
+                universe,
+                contract,
+                id,
+                &req,
+                l.side,
+                remaining * l.ratio,
+                l.price,
+            ) {
                 return;
             }
         }
@@ -1276,8 +1298,10 @@ impl State {
 
     /// Applies one fill to the account and records its execution; `false` when the account is
     /// unknown.
+    #[allow(clippy::too_many_arguments)]
     fn book_execution(
         &mut self,
+        universe: &Universe,
         contract: &Contract,
         order_id: i64,
         req: &OrderRequest,
@@ -1316,6 +1340,7 @@ impl State {
             exchange,
             position_after: after,
         });
+        self.publish_last_execution(universe);
         true
     }
 
@@ -1338,6 +1363,7 @@ impl State {
             .req
             .single_group
             .then_some((o.req.account.clone(), o.request_id));
+        self.publish_order(universe, id);
         // Children of this order become active; siblings of a filled child are cancelled (OCA).
         let children: Vec<i64> = self
             .orders
@@ -1352,6 +1378,7 @@ impl State {
                 && !child.req.order_type.is_stop()
             {
                 child.status = OrderStatus::Submitted;
+                self.publish_order(universe, *c);
             }
         }
         let mut cancel: Vec<i64> = Vec::new();
@@ -1368,7 +1395,7 @@ impl State {
             }
         }
         for c in cancel {
-            self.cancel_in_book(c, now);
+            self.cancel_in_book(universe, c, now);
         }
         for c in children {
             self.try_fill(universe, c);
@@ -1376,12 +1403,17 @@ impl State {
     }
 
     /// Cancels a working order and its working bracket children.
-    fn cancel_in_book(&mut self, order_id: i64, now: i64) {
+    fn cancel_in_book(&mut self, universe: &Universe, order_id: i64, now: i64) {
+        let mut cancelled = Vec::new();
         for o in self.orders.book.values_mut() {
             if (o.id == order_id || o.parent == Some(order_id)) && o.status.working() {
                 o.status = OrderStatus::Cancelled;
                 o.updated_ms = now;
+                cancelled.push(o.id);
             }
+        }
+        for id in cancelled {
+            self.publish_order(universe, id);
         }
     }
 
@@ -1504,12 +1536,18 @@ impl State {
         o.updated_ms = chrono::Utc::now().timestamp_millis();
         let status = o.status.as_str();
         let reply = json!([{ "order_id": order_id.to_string(), "order_status": status, "encrypt_message": "1" }]);
+        self.publish_order(universe, order_id);
         self.try_fill(universe, order_id);
         OrderReply::ok(reply, true)
     }
 
     /// `DELETE /iserver/account/{accountId}/order/{orderId}`.
-    pub(crate) fn cancel_order(&mut self, account: &str, order_id: i64) -> OrderReply {
+    pub(crate) fn cancel_order(
+        &mut self,
+        universe: &Universe,
+        account: &str,
+        order_id: i64,
+    ) -> OrderReply {
         let now = chrono::Utc::now().timestamp_millis();
         let Some(o) = self
             .orders
@@ -1531,7 +1569,7 @@ impl State {
             _ => {}
         }
         let conid = o.req.conid;
-        self.cancel_in_book(order_id, now);
+        self.cancel_in_book(universe, order_id, now);
         OrderReply::ok(
             json!({ "msg": "Request was submitted", "order_id": order_id, "conid": conid, "account": account }),
             false,
@@ -1858,7 +1896,7 @@ mod tests {
         assert_eq!(rep.status, 200, "{}", rep.body);
         assert_eq!(st.orders.book[&loc].req.price, Some(2.5));
         assert_eq!(st.orders.book[&loc].req.order_type, OrderType::Loc);
-        assert_eq!(st.cancel_order(ACCT, moc).status, 200);
+        assert_eq!(st.cancel_order(&u, ACCT, moc).status, 200);
         assert_eq!(status(&st, moc), OrderStatus::Cancelled);
         let e = place_one(
             &mut st,
@@ -2120,7 +2158,7 @@ mod tests {
                 .unwrap()
                 .contains("cannot be modified")
         );
-        let rep = st.cancel_order(ACCT, id);
+        let rep = st.cancel_order(&u, ACCT, id);
         assert_eq!(rep.body["conid"], USD_SPREAD_TEMPLATE);
         assert_eq!(status(&st, id), OrderStatus::Cancelled);
     }
