@@ -91,6 +91,10 @@ pub struct WsConfig {
     pub tic_replies: u32,
     /// Send every JSON message as a binary frame instead of a text frame.
     pub binary_frames: bool,
+    /// While anything is streamed, step the market every `update_interval` (prices move and
+    /// working orders fill without REST requests, as a real market does). Off: prices move only
+    /// on REST requests and `SimControl::set_price`, so a test can expect exact values.
+    pub market_clock: bool,
 }
 
 impl Default for WsConfig {
@@ -103,6 +107,7 @@ impl Default for WsConfig {
             smd_lifetime: Duration::from_secs(10 * 60),
             tic_replies: 1,
             binary_frames: false,
+            market_clock: true,
         }
     }
 }
@@ -149,9 +154,28 @@ pub(crate) struct Hub {
     pub feed: Feed,
     stats: Mutex<WsStats>,
     cut: Mutex<CancellationToken>,
+    /// When a socket last stepped the market (one clock for all sockets).
+    market_clock: Mutex<Option<std::time::Instant>>,
 }
 
 impl Hub {
+    /// Whether the market is due for a step (at most one per `update_interval`, however many
+    /// sockets stream): while anything is streamed, prices move and working orders fill
+    /// without REST requests, as a real market does.
+    pub(crate) fn market_due(&self) -> bool {
+        if !self.config.market_clock {
+            return false;
+        }
+        let mut last = self.market_clock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let step = self.config.update_interval.mul_f64(0.9);
+        if last.is_some_and(|t| now.duration_since(t) < step) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
     /// A hub for `config` that hears the state's `feed`.
     pub(crate) fn new(config: WsConfig, feed: Feed) -> Self {
         Self {
@@ -159,6 +183,7 @@ impl Hub {
             feed,
             stats: Mutex::new(WsStats::default()),
             cut: Mutex::new(CancellationToken::new()),
+            market_clock: Mutex::new(None),
         }
     }
 

@@ -32,6 +32,8 @@ fn fast() -> WsConfig {
         heartbeat: Duration::from_millis(100),
         ready_delay: Duration::from_millis(100),
         update_interval: Duration::from_millis(50),
+        // Prices only move when a test moves them.
+        market_clock: false,
         ..WsConfig::default()
     }
 }
@@ -727,4 +729,34 @@ async fn a_restart_cuts_the_socket() {
         }
     }
     stats_until(&sim, "closed by the restart", |s| s.connections_open == 0).await;
+}
+
+#[tokio::test]
+async fn a_streamed_market_moves_on_its_own() {
+    let sim = common::start(config(WsConfig {
+        market_clock: true,
+        ..fast()
+    }))
+    .await;
+    sim.control().set_snapshot_preflight(false);
+    let mut ws = connect(&sim).await;
+    ready(&mut ws).await;
+    let rest = || {
+        sim.control()
+            .requests()
+            .into_iter()
+            .map(|r| r.path)
+            .filter(|p| !p.ends_with("/ws"))
+            .collect::<Vec<_>>()
+    };
+    let before = rest();
+    send(&mut ws, &format!(r#"smd+{AAPL}+{{"fields":["31"]}}"#)).await;
+    let key = format!("smd+{AAPL}");
+    // No REST request and no set_price: the clock moves the last price, and each move is pushed.
+    let mut prices = std::collections::BTreeSet::new();
+    while prices.len() < 4 {
+        let (m, _) = until(&mut ws, |v| topic_is(v, &key) && v.get("31").is_some()).await;
+        prices.insert(m["31"].as_str().unwrap().to_string());
+    }
+    assert_eq!(rest(), before, "no REST request was made meanwhile");
 }

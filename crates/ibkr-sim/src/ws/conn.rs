@@ -444,6 +444,13 @@ impl Conn {
             _ => {}
         }
         self.expire_market();
+        if !self.subs.smd.is_empty() || self.subs.spl.is_some() || self.subs.sor.is_some() {
+            // A streamed market moves on its own, not only when a REST request steps it.
+            if self.hub().market_due() {
+                let mut st = self.sim.lock();
+                st.step_market(&self.sim.universe);
+            }
+        }
         let mut out = Vec::new();
         let conids: Vec<i64> = self.subs.smd.keys().copied().collect();
         for conid in conids {
