@@ -338,6 +338,22 @@ pub struct ServeConfig {
     #[arg(long, env = "IBKR_MCP_SNAPSHOT_WAIT", default_value_t = 5)]
     pub snapshot_wait: u64,
 
+    /// Live events over IBKR's WebSocket: subscriptions to ibkr://orders, ibkr://trades,
+    /// ibkr://pnl, ibkr://account/{id}/summary and ibkr://quote/{symbol}, and the waiting tools
+    /// (wait_for_order_update, wait_for_price). Off: resources are read over REST only.
+    #[arg(long, env = "IBKR_MCP_LIVE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub live: bool,
+
+    /// Milliseconds between two notifications about one subscribed resource: changes in
+    /// between are folded into the next one (reading the resource gives the latest state).
+    #[arg(long, env = "IBKR_MCP_LIVE_COALESCE_MS", default_value_t = 250)]
+    pub live_coalesce_ms: u64,
+
+    /// Most quotes streamed at once, however many clients subscribe to each; keep it within
+    /// the account's market data lines. A subscription beyond it is refused with the reason.
+    #[arg(long, env = "IBKR_MCP_LIVE_MAX_QUOTES", default_value_t = 50)]
+    pub live_max_quotes: usize,
+
     /// Demo mode: start the built-in gateway simulator (seeded paper accounts, moving prices,
     /// IBKR's order questions) in this process and serve against it instead of a real gateway.
     /// Needs no IBKR account; --gateway-url is ignored.
@@ -620,6 +636,12 @@ pub struct SimArgs {
     /// Seconds without requests before the brokerage session times out.
     #[arg(long, env = "IBKR_MCP_SIM_IDLE_TIMEOUT", default_value_t = 360)]
     pub idle_timeout: u64,
+
+    /// Milliseconds between two market steps while something is streamed over the WebSocket
+    /// (each step moves every price, so each streamed quote sends an update); IBKR's own pace
+    /// is about 500.
+    #[arg(long, env = "IBKR_MCP_SIM_WS_UPDATE_MS", default_value_t = 500)]
+    pub ws_update_ms: u64,
 
     /// Play IBKR's OAuth 1.0a host (api.ibkr.com) instead of the gateway, accepting the
     /// credentials in this directory; a new set (consumer key, access token and secret, RSA

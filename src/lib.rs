@@ -14,6 +14,7 @@ pub mod error;
 pub mod halt;
 pub mod http;
 pub mod ibkr;
+pub mod live;
 pub mod mcp;
 pub mod policy;
 pub mod server;

@@ -10,6 +10,7 @@ pub mod args;
 pub mod call;
 pub mod catalog;
 pub mod halt;
+pub mod live;
 pub mod orders;
 pub mod quotes;
 pub mod results;
@@ -65,6 +66,10 @@ pub struct ServerState {
     pub audit: std::sync::Arc<audit::AuditLog>,
     /// What the task tools remember: symbols resolved to conids, the login's accounts.
     pub tasks: tasks::Cache,
+    /// Live events over IBKR's WebSocket (absent with `--live false`).
+    pub live: Option<Arc<crate::live::Live>>,
+    /// Least time between two notifications about one subscribed resource.
+    pub coalesce: std::time::Duration,
 }
 
 impl ServerState {
@@ -160,6 +165,17 @@ impl ServerState {
                     .into(),
             );
         }
+        if self.live.is_some() {
+            line(format!(
+                "To follow orders, fills, P&L or a price as they change, subscribe to the \
+                 resources ibkr://orders, ibkr://trades, ibkr://pnl or ibkr://quote/{{symbol}}{}.",
+                if has("wait_for_order_update") {
+                    "; or call wait_for_order_update / wait_for_price (at most 60 s each)"
+                } else {
+                    ""
+                }
+            ));
+        }
         line(format!(
             "Large results are cut at {} bytes with a note saying how to narrow the request.",
             self.results.max_result_bytes
@@ -176,12 +192,18 @@ impl ServerState {
 #[derive(Debug, Clone)]
 pub struct IbkrServer {
     state: Arc<ServerState>,
+    /// This MCP session's resource subscriptions (2025-11-25 sessions; a 2026-07-28 client's
+    /// live in its `subscriptions/listen` request).
+    subs: live::Subscriptions,
 }
 
 impl IbkrServer {
     /// A handler over shared state.
     pub fn new(state: Arc<ServerState>) -> Self {
-        Self { state }
+        Self {
+            state,
+            subs: live::Subscriptions::default(),
+        }
     }
 
     /// The tools this server lists.
@@ -304,6 +326,9 @@ impl IbkrServer {
                 v
             }
         };
+        if let Some(live) = &self.state.live {
+            v["live_events"] = serde_json::to_value(live.status()).unwrap_or_default();
+        }
         let policy = &self.state.policy;
         if let Some(k) = policy.kill_switch() {
             v["kill_switch"] = match k.engaged() {
@@ -627,17 +652,24 @@ impl Attempt {
 
 impl ServerHandler for IbkrServer {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(
+        let capabilities = if self.state.live.is_some() {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
-                .build(),
-        )
-        .with_server_info(
-            Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
-                .with_title("Interactive Brokers (IBKR Web API)"),
-        )
-        .with_instructions(self.state.instructions())
+                .enable_resources_subscribe()
+                .build()
+        } else {
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build()
+        };
+        ServerConfig::new(capabilities)
+            .with_server_info(
+                Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                    .with_title("Interactive Brokers (IBKR Web API)"),
+            )
+            .with_instructions(self.state.instructions())
     }
 
     async fn list_tools(
@@ -659,14 +691,119 @@ impl ServerHandler for IbkrServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
+        let json = |uri: &str, name: &str, title: &str, description: &str| {
+            Resource::new(uri, name)
+                .with_title(title)
+                .with_description(description)
+                .with_mime_type("application/json")
+        };
         Ok(ListResourcesResult::with_all_items(vec![
-            Resource::new(SESSION_RESOURCE, "session")
-                .with_title("IBKR gateway session")
-                .with_description(
-                    "The gateway session as this server sees it: state, what it means, what to do.",
-                )
-                .with_mime_type("application/json"),
+            json(
+                SESSION_RESOURCE,
+                "session",
+                "IBKR gateway session",
+                "The gateway session as this server sees it: state, what it means, what to do.",
+            ),
+            json(
+                live::ORDERS,
+                "orders",
+                "Orders",
+                "Working and recent orders, and their status changes (subscribe: updates as IBKR \
+                 reports them).",
+            ),
+            json(
+                live::TRADES,
+                "trades",
+                "Executions today",
+                "The day's fills (subscribe: each new fill).",
+            ),
+            json(
+                live::PNL,
+                "pnl",
+                "P&L",
+                "Daily and unrealized P&L, net liquidity per account (subscribe: changes).",
+            ),
         ]))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, McpError> {
+        let template = |uri: &str, name: &str, title: &str, description: &str| {
+            rmcp::model::ResourceTemplate::new(uri, name)
+                .with_title(title)
+                .with_description(description)
+                .with_mime_type("application/json")
+        };
+        Ok(rmcp::model::ListResourceTemplatesResult::with_all_items(
+            vec![
+                template(
+                    live::QUOTE_TEMPLATE,
+                    "quote",
+                    "Quote",
+                    "One contract's quote: AAPL, SPY@ARCA, ES Mar27, AAPL 2027-01-15 200 C (URL-encode \
+                 spaces), or a conid (subscribe: price changes).",
+                ),
+                template(
+                    live::SUMMARY_TEMPLATE,
+                    "account_summary",
+                    "Account summary",
+                    "One account's overview (subscribe: changes of its P&L).",
+                ),
+            ],
+        ))
+    }
+
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        if request.uri == SESSION_RESOURCE {
+            return Err(McpError::invalid_params(
+                format!(
+                    "{SESSION_RESOURCE} cannot be subscribed to; read it, or call get_session_status"
+                ),
+                None,
+            ));
+        }
+        self.subscribe_legacy(&request.uri, context.peer.clone())
+            .await
+            .map_err(|e| resource_error(&request.uri, &e))
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        self.unsubscribe_legacy(&request.uri);
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &rmcp::model::SubscriptionFilter,
+    ) -> Option<rmcp::model::SubscriptionFilter> {
+        self.state.live.as_ref()?;
+        let uris: Vec<String> = requested
+            .resource_subscriptions
+            .iter()
+            .flatten()
+            .filter(|u| live::parse(u).is_ok())
+            .cloned()
+            .collect();
+        Some(
+            rmcp::model::SubscriptionFilter::builder()
+                .resource_subscriptions(uris)
+                .build(),
+        )
+    }
+
+    async fn listen(&self, context: rmcp::service::SubscriptionContext) -> Result<(), McpError> {
+        self.listen_live(context).await
     }
 
     async fn read_resource(
@@ -675,13 +812,23 @@ impl ServerHandler for IbkrServer {
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
         if request.uri != SESSION_RESOURCE {
-            return Err(McpError::resource_not_found(
-                format!(
-                    "unknown resource `{}`; this server has {SESSION_RESOURCE}",
-                    request.uri
-                ),
-                None,
-            ));
+            let v = match live::parse(&request.uri) {
+                Err(e) => {
+                    return Err(McpError::resource_not_found(
+                        format!("{e}; and {SESSION_RESOURCE}"),
+                        None,
+                    ));
+                }
+                Ok(_) => self
+                    .read_live(&request.uri)
+                    .await
+                    .map_err(|e| resource_error(&request.uri, &e))?,
+            };
+            let text = serde_json::to_string(&v).unwrap_or_default();
+            return Ok(ReadResourceResult::new(vec![
+                ResourceContents::text(text, request.uri).with_mime_type("application/json"),
+            ])
+            .into());
         }
         let text = serde_json::to_string_pretty(&self.session_json().await).unwrap_or_default();
         Ok(ReadResourceResult::new(vec![
@@ -702,16 +849,15 @@ impl ServerHandler for IbkrServer {
             .clone()
             .map(|state| (state, request.input_responses.clone()));
         let name = request.name.clone();
+        let call = self.call_with(&request.name, request.arguments, &human, resume);
+        let call = async move {
+            match live::Progress::of(&context) {
+                Some(p) => live::PROGRESS.scope(p, call).await,
+                None => call.await,
+            }
+        };
         // A bug must not leave the client waiting for an answer that never comes.
-        match std::panic::AssertUnwindSafe(self.call_with(
-            &request.name,
-            request.arguments,
-            &human,
-            resume,
-        ))
-        .catch_unwind()
-        .await
-        {
+        match std::panic::AssertUnwindSafe(call).catch_unwind().await {
             Ok(response) => response,
             Err(_) => {
                 tracing::error!(tool = %name, "tool call panicked");
@@ -725,5 +871,17 @@ impl ServerHandler for IbkrServer {
                 ))
             }
         }
+    }
+}
+
+/// A live resource that cannot be read or streamed, as a protocol error that says why and what
+/// to do.
+fn resource_error(uri: &str, e: &ToolError) -> McpError {
+    let message = format!("`{uri}`: {}", e.message());
+    match e {
+        ToolError::Unresolved { .. } | ToolError::InvalidArguments { .. } => {
+            McpError::invalid_params(message, None)
+        }
+        _ => McpError::internal_error(message, None),
     }
 }

@@ -151,7 +151,24 @@ pub fn build_state_with(
             },
         )
     });
+    let live = if cfg.live {
+        let mut config =
+            crate::live::LiveConfig::for_base_url(&cfg.gateway_url, accept_invalid_certs)
+                .map_err(anyhow::Error::msg)?;
+        config.max_quotes = cfg.live_max_quotes.max(1);
+        Some(crate::live::Live::new(
+            config,
+            client.clone(),
+            oauth.clone(),
+            session.clone(),
+            CancellationToken::new(),
+        ))
+    } else {
+        None
+    };
     Ok(ServerState {
+        live,
+        coalesce: std::time::Duration::from_millis(cfg.live_coalesce_ms),
         session,
         orders: crate::mcp::orders::OrderSettings {
             auto_confirm: cfg.auto_confirm_question_ids.clone(),
@@ -238,7 +255,11 @@ pub async fn run_sim(args: crate::config::SimArgs) -> anyhow::Result<()> {
     let mut config = ibkr_sim::SimConfig::default()
         .with_seed(args.seed)
         .with_pacing(args.pacing)
-        .with_idle_timeout(std::time::Duration::from_secs(args.idle_timeout));
+        .with_idle_timeout(std::time::Duration::from_secs(args.idle_timeout))
+        .with_ws(ibkr_sim::WsConfig {
+            update_interval: std::time::Duration::from_millis(args.ws_update_ms.max(10)),
+            ..ibkr_sim::WsConfig::default()
+        });
     if let Some(dir) = &args.oauth_dir {
         let load = {
             let dir = dir.clone();

@@ -397,6 +397,12 @@ impl OAuth {
         })
     }
 
+    /// The access token: the WebSocket sends it as its `oauth_token` query parameter (the one
+    /// request IBKR does not want signed). Never logged.
+    pub fn access_token(&self) -> &str {
+        self.inputs.credentials.access_token()
+    }
+
     fn held(&self) -> Option<Arc<Token>> {
         self.current
             .lock()

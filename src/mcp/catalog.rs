@@ -37,6 +37,11 @@ pub const TOOLSETS: &[Toolset] = &[
         default: true,
     },
     Toolset {
+        id: super::tasks::LIVE_TOOLSET,
+        description: "Waiting on IBKR's live stream (an order's next change, a price crossing a level), for clients that do not subscribe to the live resources",
+        default: false,
+    },
+    Toolset {
         id: "session",
         description: "Gateway and brokerage session: auth status, keep-alive, re-authentication",
         default: false,

@@ -20,6 +20,7 @@ mod market;
 mod performance;
 mod symbols;
 mod trading;
+mod waits;
 mod writes;
 
 use std::future::Future;
@@ -37,6 +38,9 @@ use crate::ibkr::LookupError;
 
 /// The toolset of the task tools.
 pub const TOOLSET: &str = "tasks";
+/// The toolset of the waiting tools (not in `default`: what every conversation pays for stays
+/// within its budget; clients that subscribe to resources do not need them).
+pub const LIVE_TOOLSET: &str = "live";
 
 /// What the task tools remember between calls, shared by the server's sessions.
 #[derive(Debug, Default)]
@@ -200,6 +204,7 @@ fn tasks() -> Vec<Task> {
     t.extend(performance::tasks());
     t.extend(lists::tasks());
     t.extend(trading::tasks());
+    t.extend(waits::tasks());
     t
 }
 
@@ -241,7 +246,12 @@ fn to_def(t: &Task) -> ToolDef {
         operation_id: String::new(),
         method: None,
         path: String::new(),
-        toolset: TOOLSET.into(),
+        toolset: if waits::NAMES.contains(&t.name) {
+            LIVE_TOOLSET
+        } else {
+            TOOLSET
+        }
+        .into(),
         read_only,
         destructive,
         idempotent: read_only,
@@ -328,6 +338,22 @@ impl IbkrServer {
             Ok(a) => results::success(def, a.value, a.notes, self.state.results.max_result_bytes),
             Err(e) => results::failure(&e),
         }
+    }
+
+    /// Resolves a symbol as the task tools do (for the live resources).
+    pub(crate) async fn resolve_symbol(&self, input: &str) -> Result<symbols::Resolved, ToolError> {
+        let def = super::catalog::all()
+            .iter()
+            .find(|d| d.name == "get_price_snapshot")
+            .ok_or_else(|| ToolError::Internal("get_price_snapshot is missing".into()))?;
+        let args = Map::new();
+        let ctx = Ctx {
+            server: self,
+            def,
+            args: &args,
+        };
+        self.task_session().await?;
+        ctx.resolve("symbol", input).await
     }
 
     /// Task tools use the brokerage session and the login's accounts.
@@ -424,6 +450,11 @@ fn row(props: &[(&str, Value)]) -> Value {
         .map(|(n, s)| ((*n).to_string(), s.clone()))
         .collect();
     json!({ "type": "object", "properties": props })
+}
+
+/// A quote from a stream's fields, shaped like a row of get_price_snapshot.
+pub(crate) fn quote_row(label: &str, conid: i64, fields: &Map<String, Value>) -> Value {
+    market::quote_row(label, conid, Some(fields), market::DEFAULT_FIELDS)
 }
 
 #[cfg(test)]

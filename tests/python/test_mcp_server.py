@@ -75,7 +75,7 @@ def test_all_toolsets_with_trading_list_95_ibkr_tools_with_annotations(start_ser
     _, tools = run(with_session, server.url, go)
     by_name = {t.name: t for t in tools.tools}
     # Every trading operation of the pinned document, plus the server's own tools.
-    tasks = [t for t in catalog() if t["toolset"] == "tasks"]
+    tasks = [t for t in catalog() if t["toolset"] in ("tasks", "live")]
     assert len(tools.tools) == 95 + len(tasks) and "get_session_status" in by_name
     assert len([t for t in catalog() if t["operation_id"]]) == 95
     # POSTs that only read are read-only; a cancel is destructive. Hints equal to MCP's

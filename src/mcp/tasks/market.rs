@@ -33,7 +33,7 @@ const FIELDS: &[(&str, &str)] = &[
     ("vega", "7311"),
 ];
 /// The fields of a quote when none are named.
-const DEFAULT_FIELDS: &[&str] = &[
+pub(super) const DEFAULT_FIELDS: &[&str] = &[
     "last",
     "bid",
     "ask",
@@ -193,7 +193,12 @@ fn data_status(v: Option<&Value>) -> &'static str {
 }
 
 /// One quote from a snapshot entry, with the named fields asked for.
-fn quote_row(label: &str, conid: i64, entry: Option<&Map<String, Value>>, names: &[&str]) -> Value {
+pub(super) fn quote_row(
+    label: &str,
+    conid: i64,
+    entry: Option<&Map<String, Value>>,
+    names: &[&str],
+) -> Value {
     let mut row = Map::new();
     row.insert("symbol".into(), json!(label));
     row.insert("conid".into(), json!(conid));
