@@ -151,6 +151,16 @@ pub enum ToolError {
     },
     /// The question/reply chain of an order failed.
     OrderChainFailed(String),
+    /// Live events cannot serve this (off, a limit reached, the stream not ready); says why and
+    /// what to use instead.
+    LiveUnavailable(String),
+    /// A task's failure passed on as the model would read it from that task.
+    Relayed {
+        /// The task's error kind.
+        kind: String,
+        /// Its text.
+        message: String,
+    },
     /// A bug or an impossible state on our side.
     Internal(String),
 }
@@ -183,6 +193,8 @@ impl ToolError {
             ToolError::QuestionPending { .. } => "order_question",
             ToolError::Declined { .. } => "declined",
             ToolError::OrderChainFailed(_) => "order_chain_failed",
+            ToolError::LiveUnavailable(_) => "live_unavailable",
+            ToolError::Relayed { .. } => "relayed",
             ToolError::Internal(_) => "internal",
         }
     }
@@ -401,6 +413,8 @@ impl ToolError {
                  (not placed): {text}"
             ),
             ToolError::OrderChainFailed(m) => format!("The order's question chain stopped: {m}"),
+            ToolError::LiveUnavailable(m) => format!("Live events: {m}"),
+            ToolError::Relayed { message, .. } => message.clone(),
             ToolError::Internal(m) => format!("Internal error in ibkr-mcp: {m}"),
         }
     }

@@ -227,7 +227,7 @@ const MAX_CHANGES: usize = 100;
 pub struct OrderBook {
     /// Rows merged from REST and the stream, by order id.
     pub orders: BTreeMap<String, Map<String, Value>>,
-    /// Status changes, oldest first, at most [`MAX_CHANGES`].
+    /// Status changes, oldest first, the last 100.
     pub changes: VecDeque<Value>,
     seq: u64,
 }

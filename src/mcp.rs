@@ -875,13 +875,25 @@ impl ServerHandler for IbkrServer {
 }
 
 /// A live resource that cannot be read or streamed, as a protocol error that says why and what
-/// to do.
+/// to do. What the caller can fix (the symbol, the account) is said in the resource's terms.
 fn resource_error(uri: &str, e: &ToolError) -> McpError {
-    let message = format!("`{uri}`: {}", e.message());
     match e {
-        ToolError::Unresolved { .. } | ToolError::InvalidArguments { .. } => {
-            McpError::invalid_params(message, None)
+        ToolError::Unresolved { problems, .. } | ToolError::InvalidArguments { problems, .. } => {
+            // `symbol`: … / `account`: … name the task's argument, which is the URI's part.
+            let said: Vec<&str> = problems
+                .iter()
+                .map(
+                    |p| match p.strip_prefix('`').and_then(|r| r.split_once("`: ")) {
+                        Some((_, rest)) => rest,
+                        None => p.as_str(),
+                    },
+                )
+                .collect();
+            McpError::invalid_params(format!("`{uri}`: {}", said.join("; ")), None)
         }
-        _ => McpError::internal_error(message, None),
+        ToolError::LiveUnavailable(_) => {
+            McpError::invalid_request(format!("`{uri}`: {}", e.message()), None)
+        }
+        _ => McpError::internal_error(format!("`{uri}`: {}", e.message()), None),
     }
 }

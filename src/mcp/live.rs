@@ -215,8 +215,8 @@ impl IbkrServer {
     /// The live hub, or why there is none.
     pub(crate) fn live(&self) -> Result<&Arc<crate::live::Live>, ToolError> {
         self.state.live.as_ref().ok_or_else(|| {
-            ToolError::Internal(
-                "live events are off on this server (--live false / IBKR_MCP_LIVE=false); \
+            ToolError::LiveUnavailable(
+                "they are off on this server (--live false / IBKR_MCP_LIVE=false); \
                  read the state with get_account_orders, get_account_trades or \
                  get_price_snapshot instead"
                     .into(),
@@ -249,7 +249,7 @@ impl IbkrServer {
         })?;
         let topic = self.topic_of(&parsed).await?;
         live.subscribe(topic)
-            .map_err(|e| ToolError::Internal(e.to_string()))
+            .map_err(|e| ToolError::LiveUnavailable(e.to_string()))
     }
 
     /// `resources/subscribe` (2025-11-25): notifications through `peer`.
@@ -429,7 +429,16 @@ impl IbkrServer {
         }
         let v = crate::ibkr::gateway::call_json(&self.state.client, what, op, args)
             .await
-            .map_err(|e| ToolError::Internal(e.to_string()))?;
+            .map_err(|e| {
+                // As the generated tool of that request would say it (paced, 401, down, ...).
+                match catalog::all()
+                    .iter()
+                    .find(|d| d.operation_id == op.operation_id)
+                {
+                    Some(def) => super::results::call_error(def, e.error, &self.state.results),
+                    None => ToolError::Internal(e.to_string()),
+                }
+            })?;
         if let Some(live) = &self.state.live {
             live.offer_rest(topic, v.clone());
         }
@@ -458,7 +467,31 @@ impl IbkrServer {
                 .filter_map(|c| c.as_text().map(|t| t.text.clone()))
                 .collect::<Vec<_>>()
                 .join("\n");
-            return Err(ToolError::Internal(text));
+            let kind = result
+                .structured_content
+                .as_ref()
+                .and_then(|v| v.pointer("/error/kind"))
+                .and_then(Value::as_str)
+                .unwrap_or("failed")
+                .to_string();
+            // What the model can fix, as the problems alone (the task's usage line names the
+            // task's arguments, not the resource).
+            let problems: Vec<String> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("- "))
+                .map(str::to_string)
+                .collect();
+            if matches!(kind.as_str(), "unresolved" | "invalid_arguments") && !problems.is_empty() {
+                return Err(ToolError::Unresolved {
+                    tool: name.to_string(),
+                    problems,
+                    usage: String::new(),
+                });
+            }
+            return Err(ToolError::Relayed {
+                kind,
+                message: text,
+            });
         }
         Ok(result.structured_content.unwrap_or(Value::Null))
     }

@@ -146,7 +146,7 @@ async fn wait_order(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     let deadline = tokio::time::Instant::now() + limit;
     let lease = live
         .subscribe(Topic::Orders)
-        .map_err(|e| ToolError::Internal(e.to_string()))?
+        .map_err(|e| ToolError::LiveUnavailable(e.to_string()))?
         .lingering(LINGER);
     let mut changes = lease.changes.clone();
     let mut baseline: Option<Option<(Value, Value)>> = None;
@@ -174,10 +174,21 @@ async fn wait_order(c: &Ctx<'_>) -> Result<Answer, ToolError> {
                         && is_final(status)
                     {
                         let mut a = answer(false);
-                        a.notes.push(format!(
-                            "Order {id} is already {}: it will not change any more.",
-                            status.as_str().unwrap_or("final")
-                        ));
+                        let waited = started.elapsed();
+                        a.notes.push(if waited < Duration::from_secs(1) {
+                            format!(
+                                "Order {id} is already {}: it will not change any more.",
+                                status.as_str().unwrap_or("final")
+                            )
+                        } else {
+                            format!(
+                                "Order {id} is {} (final); the order stream became current {:.1} \
+                                 s into this wait (its REST read is paced), so whether that \
+                                 happened during the wait is not known: `history` has the times.",
+                                status.as_str().unwrap_or("final"),
+                                waited.as_secs_f64()
+                            )
+                        });
                         return Ok(a);
                     }
                 }
@@ -208,8 +219,8 @@ async fn wait_order(c: &Ctx<'_>) -> Result<Answer, ToolError> {
                     "`order_id`: no order {id} among this session's orders (working and \
                      today's); check the id with get_account_orders"
                 ))),
-                None => Err(ToolError::Internal(format!(
-                    "the live order stream is not ready after {} s (socket: {:?}; the current \
+                None => Err(ToolError::LiveUnavailable(format!(
+                    "the order stream is not ready after {} s (socket: {:?}; the current \
                      orders are read over REST before events count, and IBKR allows that once \
                      per 5 s{}); call again, or read them with get_account_orders",
                     limit.as_secs(),
@@ -251,7 +262,7 @@ async fn wait_price(c: &Ctx<'_>) -> Result<Answer, ToolError> {
     let r = c.resolve("symbol", &input).await?;
     let lease = live
         .subscribe(Topic::Quote(r.conid))
-        .map_err(|e| ToolError::Internal(e.to_string()))?
+        .map_err(|e| ToolError::LiveUnavailable(e.to_string()))?
         .lingering(LINGER);
     let mut changes = lease.changes.clone();
     let mut next_progress = tokio::time::Instant::now() + PROGRESS_EVERY;
