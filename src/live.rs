@@ -221,6 +221,9 @@ pub enum Data {
 
 /// Most status changes kept per order book.
 const MAX_CHANGES: usize = 100;
+/// Most orders and executions kept (the oldest go first): a server that runs for weeks does
+/// not grow without bound.
+const MAX_ROWS: usize = 1000;
 
 /// Working and recent orders and their status changes.
 #[derive(Debug, Clone, Default)]
@@ -320,6 +323,18 @@ impl OrderBook {
                 }
             }
         }
+        // Ids grow with time: the smallest are the oldest.
+        while self.orders.len() > MAX_ROWS {
+            let oldest = self
+                .orders
+                .keys()
+                .min_by_key(|k| k.parse::<u64>().unwrap_or(0))
+                .cloned();
+            match oldest {
+                Some(k) => self.orders.remove(&k),
+                None => break,
+            };
+        }
         changed
     }
 }
@@ -344,11 +359,20 @@ impl Data {
             Data::Trades(rows) => {
                 let mut changed = false;
                 for r in payload.as_array().into_iter().flatten() {
-                    let id = id_text(r.get("execution_id"));
-                    if id.is_none() || !rows.iter().any(|x| id_text(x.get("execution_id")) == id) {
+                    // Without an id it cannot be told from a repeat: not kept.
+                    let Some(id) = id_text(r.get("execution_id")) else {
+                        continue;
+                    };
+                    if !rows
+                        .iter()
+                        .any(|x| id_text(x.get("execution_id")).as_deref() == Some(id.as_str()))
+                    {
                         rows.push(r.clone());
                         changed = true;
                     }
+                }
+                if rows.len() > MAX_ROWS {
+                    rows.drain(..rows.len() - MAX_ROWS);
                 }
                 changed
             }
@@ -694,12 +718,17 @@ impl Live {
     fn gap(&self) {
         let mut inner = self.lock();
         inner.gaps += 1;
-        for e in inner.topics.values_mut() {
+        for (t, e) in inner.topics.iter_mut() {
             if e.synced {
                 e.synced = false;
                 e.version.send_modify(|v| *v += 1);
             }
             e.sent = None;
+            // A quote from before the gap is not a current price.
+            if matches!(t, Topic::Quote(_)) {
+                e.data = Data::empty(*t);
+                e.error = None;
+            }
         }
     }
 
@@ -718,6 +747,10 @@ impl Live {
             inner.resyncs += 1;
         }
         if let Some(e) = inner.topics.get_mut(&topic) {
+            if matches!(topic, Topic::Quote(_)) {
+                // Data flows: an earlier refusal no longer holds.
+                e.error = None;
+            }
             let mut changed = e.data.apply(payload, source);
             if syncs && !e.synced {
                 e.synced = true;
@@ -755,11 +788,19 @@ impl Live {
             .is_some_and(|e| e.sent.is_some() && !e.synced)
     }
 
-    /// A REST read of `topic` made for a reader: when the topic waits for its re-sync on a
-    /// ready socket, this read is the re-sync (it was made after the subscription went out).
-    pub fn offer_rest(&self, topic: Topic, reply: serde_json::Value) {
-        let ready = self.lock().state == SocketState::Ready;
-        if ready && self.needs_resync(topic) {
+    /// A REST read of `topic` made for a reader, asked at `asked`: when the topic waits for
+    /// its re-sync on a ready socket and the read was asked after the subscription went out,
+    /// this read is the re-sync.
+    pub fn offer_rest(&self, topic: Topic, reply: serde_json::Value, asked: Instant) {
+        let fits = {
+            let inner = self.lock();
+            inner.state == SocketState::Ready
+                && inner
+                    .topics
+                    .get(&topic)
+                    .is_some_and(|e| !e.synced && e.sent.is_some_and(|sent| sent <= asked))
+        };
+        if fits {
             self.apply(
                 topic,
                 &socket::rest_payload(topic, reply),

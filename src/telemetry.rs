@@ -19,6 +19,9 @@ const CAPPED: &[&str] = &[
     "rustls",
     "h2",
     "tower_http",
+    // The handshake's trace line holds the session cookie and, with OAuth, the access token.
+    "tungstenite",
+    "tokio_tungstenite",
 ];
 
 /// The filter for `IBKR_MCP_LOG`: as given (or `info` when it does not parse), with the noisy

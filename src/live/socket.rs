@@ -49,10 +49,10 @@ pub(super) async fn run(live: Arc<Live>, mut commands: mpsc::UnboundedReceiver<C
         }
         live.set_state(SocketState::Connecting);
         let outcome = match connect(&live).await {
-            Ok(ws) => {
+            Ok((ws, session)) => {
                 live.lock().connections += 1;
                 live.set_state(SocketState::WaitingForReady);
-                serve(&live, ws, &mut commands, &mut backoff).await
+                serve(&live, ws, &session, &mut commands, &mut backoff).await
             }
             Err(e) => Err(e),
         };
@@ -90,7 +90,7 @@ async fn session_id(live: &Live) -> Result<String, String> {
     Ok(id.to_string())
 }
 
-async fn connect(live: &Live) -> Result<Socket, String> {
+async fn connect(live: &Live) -> Result<(Socket, String), String> {
     let session = session_id(live).await?;
     let mut url = url::Url::parse(&live.config.ws_url).map_err(|e| e.to_string())?;
     let cookie = match &live.oauth {
@@ -170,7 +170,7 @@ async fn connect(live: &Live) -> Result<Socket, String> {
             other => format!("{where_}: {other}"),
         })?;
     tracing::info!(url = %where_, "live events socket open");
-    Ok(ws)
+    Ok((ws, session))
 }
 
 fn tls_config(accept_invalid_certs: bool) -> Result<rustls::ClientConfig, String> {
@@ -247,11 +247,17 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 async fn serve(
     live: &Arc<Live>,
     ws: Socket,
+    session: &str,
     commands: &mut mpsc::UnboundedReceiver<Cmd>,
     backoff: &mut Duration,
 ) -> Result<(), String> {
     let (mut sink, mut stream) = ws.split();
     let mut ready = false;
+    // The watchdog: any frame from IBKR (its heartbeat comes every 10 s) moves it on.
+    let mut heard = tokio::time::Instant::now();
+    let opened = tokio::time::Instant::now();
+    let mut ready_since: Option<tokio::time::Instant> = None;
+    let mut woke_session = false;
     let mut tic = tokio::time::interval(live.config.tic_every);
     tic.tick().await;
     let mut renew = tokio::time::interval(Duration::from_secs(15));
@@ -264,16 +270,19 @@ async fn serve(
     loop {
         let kicked = live.kick.notified();
         tokio::select! {
-            next = tokio::time::timeout(dead_after, stream.next()) => {
+            () = tokio::time::sleep_until(heard + dead_after) => {
+                return Err(format!(
+                    "nothing from IBKR for {} s (its heartbeat comes every 10 s): the socket is taken for dead",
+                    dead_after.as_secs()
+                ));
+            }
+            next = stream.next() => {
                 let msg = match next {
-                    Err(_) => return Err(format!(
-                        "nothing from IBKR for {} s (its heartbeat comes every 10 s): the socket is taken for dead",
-                        dead_after.as_secs()
-                    )),
-                    Ok(None) => return Err("IBKR closed the socket".into()),
-                    Ok(Some(Err(e))) => return Err(format!("socket error: {e}")),
-                    Ok(Some(Ok(m))) => m,
+                    None => return Err("IBKR closed the socket".into()),
+                    Some(Err(e)) => return Err(format!("socket error: {e}")),
+                    Some(Ok(m)) => m,
                 };
+                heard = tokio::time::Instant::now();
                 let text = match msg {
                     Message::Text(t) => t.to_string(),
                     Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
@@ -291,7 +300,7 @@ async fn serve(
                 match status_change(&v) {
                     Some(true) if !ready => {
                         ready = true;
-                        *backoff = FIRST_BACKOFF;
+                        ready_since = Some(tokio::time::Instant::now());
                         live.set_state(SocketState::Ready);
                         pending.clear();
                         for topic in live.topics() {
@@ -303,12 +312,17 @@ async fn serve(
                     Some(false) if ready => {
                         // IBKR ended every subscription with the brokerage session.
                         ready = false;
+                        ready_since = None;
                         live.note_error("IBKR says the brokerage session is not authenticated: streams paused until it is back");
                         live.gap();
                         live.set_state(SocketState::WaitingForReady);
                         if let Some(s) = &live.session {
                             s.wake();
                         }
+                    }
+                    _ if v.get("message").and_then(Value::as_str) == Some("waiting for session") => {
+                        // The socket was opened without the cookie reaching IBKR: say it in band.
+                        send(&mut sink, json!({ "session": session }).to_string()).await?;
                     }
                     _ => route(live, &v),
                 }
@@ -326,7 +340,22 @@ async fn serve(
                 }
                 Some(_) => {}
             },
-            _ = tic.tick() => send(&mut sink, "tic".into()).await?,
+            _ = tic.tick() => {
+                send(&mut sink, "tic".into()).await?;
+                // Not ready a while after opening: the brokerage session is not there; the
+                // session manager is the one to open it.
+                if !ready && !woke_session && opened.elapsed() >= Duration::from_secs(20) {
+                    woke_session = true;
+                    if let Some(s) = &live.session {
+                        s.wake();
+                    }
+                }
+                // A socket that stayed ready a minute earns a fresh backoff; one that IBKR
+                // closes right after each ready does not reconnect in a tight loop.
+                if ready_since.is_some_and(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    *backoff = FIRST_BACKOFF;
+                }
+            }
             _ = retry.tick(), if ready && !pending.is_empty() => {
                 let due: Vec<Topic> = std::mem::take(&mut pending).into_iter().collect();
                 for topic in due {
@@ -356,12 +385,14 @@ fn status_change(v: &Value) -> Option<bool> {
         return None;
     }
     let args = v.get("args")?;
-    let auth = args.get("authenticated").and_then(Value::as_bool)?;
-    let competing = args
-        .get("competing")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    Some(auth && !competing)
+    let auth = args.get("authenticated").and_then(Value::as_bool);
+    let competing = args.get("competing").and_then(Value::as_bool);
+    // `{"competing": true}` alone also means the session was taken.
+    match (auth, competing) {
+        (_, Some(true)) | (Some(false), _) => Some(false),
+        (Some(true), _) => Some(true),
+        (None, _) => None,
+    }
 }
 
 async fn send(
@@ -507,6 +538,7 @@ mod tests {
             Some(false)
         );
         assert_eq!(status_change(&sts(json!({"connected": true}))), None);
+        assert_eq!(status_change(&sts(json!({"competing": true}))), Some(false));
         assert_eq!(status_change(&json!({"topic": "system", "hb": 1})), None);
     }
 }

@@ -47,6 +47,8 @@ pub const QUOTE_TEMPLATE: &str = "ibkr://quote/{symbol}";
 pub const SUMMARY_TEMPLATE: &str = "ibkr://account/{account}/summary";
 const QUOTE_PREFIX: &str = "ibkr://quote/";
 const ACCOUNT_PREFIX: &str = "ibkr://account/";
+/// Most subscriptions of one MCP session (different spellings of one quote count apart).
+const MAX_SUBSCRIPTIONS: usize = 100;
 /// Most changes a read of `ibkr://orders` lists.
 const CHANGES_SHOWN: usize = 30;
 
@@ -258,14 +260,17 @@ impl IbkrServer {
         uri: &str,
         peer: Peer<RoleServer>,
     ) -> Result<(), ToolError> {
-        if self
-            .subs
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(uri)
         {
-            return Ok(());
+            let subs = self.subs.0.lock().unwrap_or_else(|p| p.into_inner());
+            if subs.contains_key(uri) {
+                return Ok(());
+            }
+            if subs.len() >= MAX_SUBSCRIPTIONS {
+                return Err(ToolError::LiveUnavailable(format!(
+                    "this session already has {MAX_SUBSCRIPTIONS} subscriptions; unsubscribe \
+                     from one first"
+                )));
+            }
         }
         let lease = self.open_live(uri).await?;
         let notify_uri = uri.to_string();
@@ -427,6 +432,7 @@ impl IbkrServer {
                 .await
                 .map_err(|p| self.session_error(p))?;
         }
+        let asked = std::time::Instant::now();
         let v = crate::ibkr::gateway::call_json(&self.state.client, what, op, args)
             .await
             .map_err(|e| {
@@ -440,7 +446,7 @@ impl IbkrServer {
                 }
             })?;
         if let Some(live) = &self.state.live {
-            live.offer_rest(topic, v.clone());
+            live.offer_rest(topic, v.clone(), asked);
         }
         let mut data = crate::live::Data::empty(topic);
         data.apply(&crate::live::socket::rest_payload(topic, v), Source::Rest);

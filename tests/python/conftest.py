@@ -78,6 +78,17 @@ def start_server(tmp_path):
     started: list[Server] = []
 
     def start(*flags: str, env: dict[str, str] | None = None) -> Server:
+        # The free port can be taken before the server binds it (with --demo, by the server's
+        # own simulator, which binds an ephemeral port first): then try another one.
+        for attempt in range(3):
+            try:
+                return start_once(*flags, env=env)
+            except RuntimeError as e:
+                if "Address already in use" not in str(e) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def start_once(*flags: str, env: dict[str, str] | None = None) -> Server:
         port = free_port()
         log_path = tmp_path / f"server-{port}.log"
         args = [str(BIN), "serve", "--listen", f"127.0.0.1:{port}", *flags]

@@ -249,7 +249,6 @@ def test_socket_drop_reconnects_resyncs_and_loses_no_final_state(demo):
     assert after["connections"] == before["connections"] + 1
     assert after["gaps"] >= before["gaps"] + 1
     assert after["resyncs"] > before["resyncs"]
-    assert "dropped" in (after["last_error"] or "") or "closed" in (after["last_error"] or "")
     mine = [c for c in rows(book["changes"]) if c["order_id"] == order_id]
     assert mine[-1]["status"] == "Filled", mine
     assert stats["connections_total"] == 2 and stats["connections_open"] == 1

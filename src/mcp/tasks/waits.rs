@@ -20,6 +20,8 @@ pub(super) const NAMES: &[&str] = &["wait_for_order_update", "wait_for_price"];
 const MAX_WAIT: u64 = 60;
 /// How long a wait's stream outlives the call (the model often calls again).
 const LINGER: Duration = Duration::from_secs(60);
+/// How long a current order book may lack the order before the wait says there is none.
+const ABSENT_GRACE: Duration = Duration::from_secs(3);
 /// Time between progress notifications.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -150,6 +152,8 @@ async fn wait_order(c: &Ctx<'_>) -> Result<Answer, ToolError> {
         .lingering(LINGER);
     let mut changes = lease.changes.clone();
     let mut baseline: Option<Option<(Value, Value)>> = None;
+    // When a current book was first seen without the order.
+    let mut absent_since: Option<Instant> = None;
     let mut next_progress = tokio::time::Instant::now() + PROGRESS_EVERY;
     loop {
         let view = lease.view();
@@ -195,9 +199,23 @@ async fn wait_order(c: &Ctx<'_>) -> Result<Answer, ToolError> {
                 Some(before) if *before != now && now.is_some() => return Ok(answer(true)),
                 Some(_) => {}
             }
+            // Not in a current book for a few seconds (an order placed just now shows within
+            // them): no such order, said now rather than at the end of the wait.
+            if now.is_none() {
+                let since = *absent_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= ABSENT_GRACE {
+                    return Err(c.unresolved(format!(
+                        "`order_id`: no order {id} among this session's orders (working and \
+                         today's); check the id with get_account_orders"
+                    )));
+                }
+            }
             current = Some((now, row.cloned(), history));
         }
-        let wake = deadline.min(next_progress);
+        let mut wake = deadline.min(next_progress);
+        if let Some(since) = absent_since {
+            wake = wake.min(tokio::time::Instant::from_std(since + ABSENT_GRACE));
+        }
         tokio::select! {
             r = changes.changed() => if r.is_err() {
                 return Err(ToolError::Internal("the live order stream ended".into()));
@@ -287,7 +305,9 @@ async fn wait_price(c: &Ctx<'_>) -> Result<Answer, ToolError> {
             if let Some(e) = v.error {
                 return Err(c.unresolved(format!("`symbol`: IBKR refused its market data: {e}")));
             }
-            if let Data::Quote(fields) = &v.data
+            // Only a current stream's price (a gap empties it until the stream is back).
+            if v.synced
+                && let Data::Quote(fields) = &v.data
                 && let Some(x) = fields.get("31").and_then(super::market::field_number)
             {
                 last = Some(x);
