@@ -253,7 +253,8 @@ impl Source {
     }
 }
 
-fn is_terminal(status: &str) -> bool {
+/// Whether an order status is final (filled, cancelled, inactive).
+pub fn is_terminal(status: &str) -> bool {
     matches!(
         status.to_ascii_lowercase().as_str(),
         "filled" | "cancelled" | "inactive"
@@ -449,8 +450,6 @@ pub struct Live {
     commands: mpsc::UnboundedSender<Cmd>,
     receiver: Mutex<Option<mpsc::UnboundedReceiver<Cmd>>>,
     cancel: CancellationToken,
-    /// Set by tests and the benchmark: drop the socket now (as a network fault would).
-    kick: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Live {
@@ -491,11 +490,6 @@ impl std::fmt::Debug for Lease {
 }
 
 impl Lease {
-    /// The topic held.
-    pub fn topic(&self) -> Topic {
-        self.topic
-    }
-
     /// The topic's state now.
     pub fn view(&self) -> Option<View> {
         self.live.view(self.topic)
@@ -556,17 +550,11 @@ impl Live {
             commands: tx,
             receiver: Mutex::new(Some(rx)),
             cancel,
-            kick: tokio::sync::Notify::new(),
         })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The settings.
-    pub fn config(&self) -> &LiveConfig {
-        &self.config
     }
 
     /// Takes a lease on `topic`, starting its IBKR subscription (and the socket) if it is the
@@ -648,11 +636,6 @@ impl Live {
         })
     }
 
-    /// Leases held on `topic` now (0: not streamed).
-    pub fn subscribers(&self, topic: Topic) -> usize {
-        self.lock().topics.get(&topic).map_or(0, |e| e.leases)
-    }
-
     /// The socket's status for `get_session_status`.
     pub fn status(&self) -> SocketStatus {
         let inner = self.lock();
@@ -692,11 +675,6 @@ impl Live {
             topics,
             explanation: explanation.into(),
         }
-    }
-
-    /// Drops the socket now, as a network fault would (it reconnects and re-syncs).
-    pub fn drop_socket(&self) {
-        self.kick.notify_waiters();
     }
 
     fn set_state(&self, state: SocketState) {

@@ -268,7 +268,6 @@ async fn serve(
     retry.tick().await;
     let dead_after = live.config.dead_after;
     loop {
-        let kicked = live.kick.notified();
         tokio::select! {
             () = tokio::time::sleep_until(heard + dead_after) => {
                 return Err(format!(
@@ -370,7 +369,6 @@ async fn serve(
                     live.mark_sent(topic);
                 }
             },
-            () = kicked => return Err("the socket was dropped on request (fault test)".into()),
             () = live.cancel.cancelled() => {
                 let _ = sink.send(Message::Close(None)).await;
                 return Ok(());

@@ -508,18 +508,19 @@ fn table(columns: &[&str], rows: impl Iterator<Item = Vec<Value>>) -> Value {
     json!({ "columns": columns, "rows": rows.collect::<Vec<_>>() })
 }
 
-fn n(v: Option<&Value>) -> Value {
-    v.and_then(crate::ibkr::market::number)
-        .map_or(Value::Null, |x| json!(x))
-}
+use super::tasks::{num as n, text as t};
 
-fn t(v: Option<&Value>) -> Value {
-    match v {
-        Some(Value::String(s)) if !s.is_empty() => json!(s),
-        Some(Value::Number(x)) => json!(x.to_string()),
-        _ => Value::Null,
-    }
-}
+/// The columns of `changes` in a read of `ibkr://orders`, as the change records name them.
+const CHANGE_COLUMNS: [&str; 8] = [
+    "seq",
+    "at",
+    "order_id",
+    "symbol",
+    "status",
+    "filled",
+    "remaining",
+    "source",
+];
 
 /// A live resource's state as the client reads it.
 pub fn render(uri: &str, data: &Data, source: &str) -> Value {
@@ -554,30 +555,12 @@ pub fn render(uri: &str, data: &Data, source: &str) -> Value {
             );
             let skip = book.changes.len().saturating_sub(CHANGES_SHOWN);
             out["changes"] = table(
-                &[
-                    "seq",
-                    "at",
-                    "order_id",
-                    "symbol",
-                    "status",
-                    "filled",
-                    "remaining",
-                    "source",
-                ],
+                &CHANGE_COLUMNS,
                 book.changes.iter().skip(skip).map(|c| {
-                    [
-                        "seq",
-                        "at",
-                        "order_id",
-                        "symbol",
-                        "status",
-                        "filled",
-                        "remaining",
-                        "source",
-                    ]
-                    .iter()
-                    .map(|k| c.get(*k).cloned().unwrap_or(Value::Null))
-                    .collect()
+                    CHANGE_COLUMNS
+                        .iter()
+                        .map(|k| c.get(*k).cloned().unwrap_or(Value::Null))
+                        .collect()
                 }),
             );
         }

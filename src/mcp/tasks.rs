@@ -35,6 +35,7 @@ use super::catalog::{ArgLocation, ReplyKind, ToolArg, ToolDef};
 use super::results;
 use crate::error::ToolError;
 use crate::ibkr::LookupError;
+use crate::live::id_text;
 
 /// The toolset of the task tools.
 pub const TOOLSET: &str = "tasks";
@@ -368,15 +369,6 @@ impl IbkrServer {
     }
 }
 
-/// An id IBKR sends as a number or as text, as text.
-fn id_text(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// Milliseconds since the epoch as ISO 8601 in UTC (`2026-12-03T14:30:00Z`).
 fn iso_ms(ms: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms)
@@ -384,7 +376,7 @@ fn iso_ms(ms: i64) -> Option<String> {
 }
 
 /// A number the gateway sent as a number or text, as a JSON number (or null).
-fn num(v: Option<&Value>) -> Value {
+pub(crate) fn num(v: Option<&Value>) -> Value {
     v.and_then(crate::ibkr::market::number)
         .map_or(Value::Null, |x| json!(round(x)))
 }
@@ -395,7 +387,7 @@ fn round(x: f64) -> f64 {
 }
 
 /// Text or null.
-fn text(v: Option<&Value>) -> Value {
+pub(crate) fn text(v: Option<&Value>) -> Value {
     match v {
         Some(Value::String(s)) if !s.trim().is_empty() => Value::String(s.trim().to_string()),
         Some(Value::Number(n)) => Value::String(n.to_string()),

@@ -110,10 +110,7 @@ fn mark(row: Option<&serde_json::Map<String, Value>>) -> Option<(Value, Value)> 
 }
 
 fn is_final(status: &Value) -> bool {
-    matches!(
-        status.as_str().map(str::to_ascii_lowercase).as_deref(),
-        Some("filled" | "cancelled" | "inactive")
-    )
+    status.as_str().is_some_and(crate::live::is_terminal)
 }
 
 fn order_answer(
